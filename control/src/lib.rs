@@ -1,0 +1,1 @@
+//! Control protocol and desired state.

@@ -1,0 +1,1 @@
+//! Helpers for out-of-process tests.
