@@ -1,0 +1,237 @@
+//! Per-worker counters: plain integers written only by their worker (no atomics on the hot
+//! path). Readers take a copy (the dataplane publishes snapshots) and sum them with
+//! [`Counters::merge`].
+
+use crate::drop::DropReason;
+use crate::ids::PortId;
+use serde::{Deserialize, Serialize};
+
+/// Stages of the pipeline, for runtime statistics (VPP's `show runtime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Stage {
+    /// Ethernet/IP parse and validation, flow key extraction.
+    EthernetInput,
+    /// Flow cache lookup and cached rewrite (the fast path).
+    FlowLookup,
+    /// ARP requests and replies.
+    ArpInput,
+    /// Packets addressed to the router: ICMP echo, neighbor discovery, unreachable replies.
+    IpLocal,
+    /// Slow path: route lookup, ECMP, MTU, neighbor resolution, flow install, rewrite.
+    IpLookup,
+}
+
+impl Stage {
+    /// Every stage, in index order.
+    pub const ALL: &'static [Stage] = &[
+        Stage::EthernetInput,
+        Stage::FlowLookup,
+        Stage::ArpInput,
+        Stage::IpLocal,
+        Stage::IpLookup,
+    ];
+    /// Number of stages.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Stable name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stage::EthernetInput => "ethernet-input",
+            Stage::FlowLookup => "flow-lookup",
+            Stage::ArpInput => "arp-input",
+            Stage::IpLocal => "ip-local",
+            Stage::IpLookup => "ip-lookup",
+        }
+    }
+}
+
+/// Runtime figures of one stage: how often it ran, on how many packets, for how long.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageStats {
+    /// Batches in which the stage had at least one packet.
+    pub calls: u64,
+    /// Packets handled.
+    pub packets: u64,
+    /// Wall-clock nanoseconds spent (one clock read per stage per batch).
+    pub nanos: u64,
+}
+
+impl StageStats {
+    /// Average nanoseconds per packet, 0 when no packet was seen.
+    pub fn ns_per_packet(&self) -> f64 {
+        if self.packets == 0 {
+            0.0
+        } else {
+            self.nanos as f64 / self.packets as f64
+        }
+    }
+
+    /// Average packets per call (VPP's vectors/call).
+    pub fn packets_per_call(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.packets as f64 / self.calls as f64
+        }
+    }
+}
+
+/// Per-port traffic counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received (Ethernet frame, no FCS).
+    pub rx_bytes: u64,
+    /// Frames handed to the port for transmission.
+    pub tx_packets: u64,
+    /// Bytes handed to the port for transmission.
+    pub tx_bytes: u64,
+    /// Frames received on this port that were dropped (any reason).
+    pub rx_dropped: u64,
+}
+
+/// Flow cache counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowCacheCounters {
+    /// Lookups served from the cache.
+    pub hits: u64,
+    /// Lookups that found no entry.
+    pub misses: u64,
+    /// Lookups that found an entry computed from an older table generation.
+    pub stale: u64,
+    /// Entries installed.
+    pub inserts: u64,
+    /// Live entries evicted to make room (bucket full).
+    pub evictions: u64,
+}
+
+/// Everything one worker counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Indexed by `PortId.0`; grows when a packet of a new port is seen.
+    pub ports: Vec<PortCounters>,
+    /// Indexed by [`DropReason::index`].
+    pub drops: Vec<u64>,
+    /// Indexed by `Stage as usize`.
+    pub stages: Vec<StageStats>,
+    /// Flow cache figures.
+    pub flow: FlowCacheCounters,
+    /// Packets the pipeline generated itself (ARP/ND requests, replies, ICMP errors).
+    pub emitted: u64,
+    /// ICMP errors not sent because of the rate limit.
+    pub icmp_rate_limited: u64,
+    /// Packets answered in place (ARP replies, ICMP echo replies).
+    pub replied: u64,
+}
+
+impl Counters {
+    /// Zeroed counters with every array sized.
+    pub fn new() -> Self {
+        Counters {
+            ports: Vec::new(),
+            drops: vec![0; DropReason::COUNT],
+            stages: vec![StageStats::default(); Stage::COUNT],
+            flow: FlowCacheCounters::default(),
+            emitted: 0,
+            icmp_rate_limited: 0,
+            replied: 0,
+        }
+    }
+
+    /// The counters of `port`, growing the array if needed.
+    #[inline]
+    pub fn port(&mut self, port: PortId) -> &mut PortCounters {
+        let index = port.0 as usize;
+        if index >= self.ports.len() {
+            self.ports.resize(index + 1, PortCounters::default());
+        }
+        &mut self.ports[index]
+    }
+
+    /// Counts one drop.
+    #[inline]
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.drops[reason.index()] += 1;
+    }
+
+    /// Drops counted for `reason`.
+    pub fn drops_for(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason.index()).copied().unwrap_or(0)
+    }
+
+    /// Total drops over all reasons.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Stage statistics.
+    pub fn stage(&self, stage: Stage) -> &StageStats {
+        &self.stages[stage as usize]
+    }
+
+    /// Adds `other` into `self` (readers sum per-worker snapshots).
+    pub fn merge(&mut self, other: &Counters) {
+        if self.ports.len() < other.ports.len() {
+            self.ports
+                .resize(other.ports.len(), PortCounters::default());
+        }
+        for (mine, theirs) in self.ports.iter_mut().zip(&other.ports) {
+            mine.rx_packets += theirs.rx_packets;
+            mine.rx_bytes += theirs.rx_bytes;
+            mine.tx_packets += theirs.tx_packets;
+            mine.tx_bytes += theirs.tx_bytes;
+            mine.rx_dropped += theirs.rx_dropped;
+        }
+        if self.drops.len() < other.drops.len() {
+            self.drops.resize(other.drops.len(), 0);
+        }
+        for (mine, theirs) in self.drops.iter_mut().zip(&other.drops) {
+            *mine += theirs;
+        }
+        if self.stages.len() < other.stages.len() {
+            self.stages
+                .resize(other.stages.len(), StageStats::default());
+        }
+        for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
+            mine.calls += theirs.calls;
+            mine.packets += theirs.packets;
+            mine.nanos += theirs.nanos;
+        }
+        self.flow.hits += other.flow.hits;
+        self.flow.misses += other.flow.misses;
+        self.flow.stale += other.flow.stale;
+        self.flow.inserts += other.flow.inserts;
+        self.flow.evictions += other.flow.evictions;
+        self.emitted += other.emitted;
+        self.icmp_rate_limited += other.icmp_rate_limited;
+        self.replied += other.replied;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_sums_every_field() {
+        let mut a = Counters::new();
+        a.port(PortId(2)).rx_packets = 3;
+        a.count_drop(DropReason::NoRoute);
+        a.flow.hits = 5;
+        let mut b = Counters::new();
+        b.port(PortId(0)).tx_bytes = 7;
+        b.port(PortId(2)).rx_packets = 1;
+        b.count_drop(DropReason::NoRoute);
+        b.count_drop(DropReason::TtlExceeded);
+        b.flow.hits = 1;
+        a.merge(&b);
+        assert_eq!(a.ports[2].rx_packets, 4);
+        assert_eq!(a.ports[0].tx_bytes, 7);
+        assert_eq!(a.drops_for(DropReason::NoRoute), 2);
+        assert_eq!(a.drops_for(DropReason::TtlExceeded), 1);
+        assert_eq!(a.total_drops(), 3);
+        assert_eq!(a.flow.hits, 6);
+    }
+}

@@ -1,0 +1,467 @@
+//! Flow cache: exact match on (VRF, 5-tuple) holding a forwarding decision and its rewrite, so
+//! an established flow costs one hash lookup plus the rewrite.
+//!
+//! Layout: a power-of-two number of 4-way buckets. Each slot has a 32-bit signature in a
+//! separate dense array (one cache line covers four buckets), so a lookup reads one signature
+//! line and at most the one 64-byte entry whose signature matches. Signature 0 marks an empty
+//! slot. Per-flow packet and byte counters live in a third array, written on hits.
+//!
+//! Contract:
+//! - An entry records the table generation it was computed from; a lookup under any other
+//!   generation is a miss (counted as `stale`), so a table change is never served from an old
+//!   decision. Entries idle for longer than the idle timeout are misses as well.
+//! - Bounded: an insert into a full bucket replaces, in order of preference, the same key, an
+//!   empty slot, a stale or idle slot, then the least recently used one (counted as eviction).
+//! - One cache per worker; nothing here is shared or locked.
+
+use crate::counters::FlowCacheCounters;
+use crate::hash::FlowHasher;
+use crate::ids::{PortId, VrfId};
+use crate::wire::EthernetAddress;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Slots per bucket.
+pub const WAYS: usize = 4;
+
+/// Flow identity. IPv4 addresses are stored in the low 32 bits of the u128 and told apart
+/// from IPv6 by `ipv6`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(C)]
+pub struct FlowKey {
+    /// Source address.
+    pub src: u128,
+    /// Destination address.
+    pub dst: u128,
+    /// VRF of the ingress port.
+    pub vrf: u16,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// IPv6 flow.
+    pub ipv6: bool,
+    /// TCP/UDP source port, ICMP echo identifier, 0 otherwise and for every fragment.
+    pub src_port: u16,
+    /// TCP/UDP destination port, 0 otherwise and for every fragment.
+    pub dst_port: u16,
+}
+
+impl FlowKey {
+    /// The key's hash (also used to choose the ECMP member, so a flow keeps its path).
+    #[inline]
+    pub fn hash(&self, seed: u64) -> u64 {
+        let mut h = FlowHasher::with_seed(seed);
+        for word in self.to_words() {
+            h.add(word);
+        }
+        h.finish64()
+    }
+
+    /// The key packed into five words, as stored in the cache (keeps entries at 64 bytes:
+    /// `u128` fields would force 16-byte alignment and padding).
+    #[inline]
+    fn to_words(self) -> [u64; 5] {
+        [
+            self.src as u64,
+            (self.src >> 64) as u64,
+            self.dst as u64,
+            (self.dst >> 64) as u64,
+            (self.vrf as u64)
+                | (self.protocol as u64) << 16
+                | (self.ipv6 as u64) << 24
+                | (self.src_port as u64) << 32
+                | (self.dst_port as u64) << 48,
+        ]
+    }
+
+    fn from_words(w: [u64; 5]) -> FlowKey {
+        FlowKey {
+            src: w[0] as u128 | (w[1] as u128) << 64,
+            dst: w[2] as u128 | (w[3] as u128) << 64,
+            vrf: w[4] as u16,
+            protocol: (w[4] >> 16) as u8,
+            ipv6: (w[4] >> 24) & 1 == 1,
+            src_port: (w[4] >> 32) as u16,
+            dst_port: (w[4] >> 48) as u16,
+        }
+    }
+
+    /// Source address as an `IpAddr`.
+    pub fn src_addr(&self) -> IpAddr {
+        to_ip(self.src, self.ipv6)
+    }
+
+    /// Destination address as an `IpAddr`.
+    pub fn dst_addr(&self) -> IpAddr {
+        to_ip(self.dst, self.ipv6)
+    }
+
+    /// VRF id.
+    pub fn vrf_id(&self) -> VrfId {
+        VrfId(self.vrf as u32)
+    }
+}
+
+fn to_ip(value: u128, ipv6: bool) -> IpAddr {
+    if ipv6 {
+        IpAddr::V6(value.into())
+    } else {
+        IpAddr::V4((value as u32).into())
+    }
+}
+
+/// A cached forwarding decision: everything needed to rewrite and send the packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(C)]
+pub struct FlowAction {
+    /// Egress port.
+    pub out_port: u16,
+    /// Egress MTU: a larger packet takes the slow path (fragmentation or ICMP).
+    pub mtu: u16,
+    /// New Ethernet source (egress port MAC).
+    pub src_mac: EthernetAddress,
+    /// New Ethernet destination (next hop's MAC).
+    pub dst_mac: EthernetAddress,
+}
+
+impl FlowAction {
+    /// Egress port id.
+    pub fn port(&self) -> PortId {
+        PortId(self.out_port)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct Entry {
+    key: [u64; 5],
+    action: FlowAction,
+    generation: u32,
+    last_used: u32,
+}
+
+/// Per-flow traffic counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowStats {
+    /// Packets forwarded from the cache (the first packet included).
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+}
+
+/// One live flow, for listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// Key.
+    pub key: FlowKey,
+    /// Decision.
+    pub action: FlowAction,
+    /// Counters.
+    pub stats: FlowStats,
+    /// Ticks since the last packet.
+    pub idle_ticks: u32,
+}
+
+/// Outcome of a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Served from the cache: the slot and its action.
+    Hit(usize, FlowAction),
+    /// No usable entry.
+    Miss,
+}
+
+/// The flow cache of one worker.
+#[derive(Clone, Debug)]
+pub struct FlowCache {
+    signatures: Vec<u32>,
+    entries: Vec<Entry>,
+    stats: Vec<FlowStats>,
+    bucket_mask: usize,
+    idle_timeout_ticks: u32,
+    live: usize,
+    /// Hit/miss/eviction counters.
+    pub counters: FlowCacheCounters,
+}
+
+impl FlowCache {
+    /// A cache with room for at least `capacity` flows (rounded up to a power of two, at least
+    /// one bucket), expiring entries idle for more than `idle_timeout_ticks` (a tick is a unit
+    /// of the caller's clock, milliseconds in the dataplane).
+    pub fn new(capacity: usize, idle_timeout_ticks: u32) -> Self {
+        let slots = capacity.clamp(WAYS, 1 << 28).next_power_of_two();
+        FlowCache {
+            signatures: vec![0; slots],
+            entries: vec![Entry::default(); slots],
+            stats: vec![FlowStats::default(); slots],
+            bucket_mask: slots / WAYS - 1,
+            idle_timeout_ticks,
+            live: 0,
+            counters: FlowCacheCounters::default(),
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.signatures.len()
+    }
+
+    /// Occupied slots (including stale entries not yet overwritten).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// True when no slot is occupied.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Heap bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.capacity()
+            * (std::mem::size_of::<u32>()
+                + std::mem::size_of::<Entry>()
+                + std::mem::size_of::<FlowStats>())
+    }
+
+    #[inline]
+    fn signature(hash: u64) -> u32 {
+        ((hash >> 32) as u32) | 1
+    }
+
+    #[inline]
+    fn bucket(&self, hash: u64) -> usize {
+        (hash as usize & self.bucket_mask) * WAYS
+    }
+
+    /// Reads the signature line of `hash`'s bucket so a later lookup finds it in cache; the
+    /// pipeline calls this for a whole batch before looking up (memory-level parallelism
+    /// without `unsafe` prefetch intrinsics).
+    #[inline]
+    pub fn touch(&self, hash: u64) -> u32 {
+        self.signatures[self.bucket(hash)]
+    }
+
+    /// Looks `key` up under table `generation` at time `now`; on a hit refreshes the entry's
+    /// age and adds `bytes` to its counters.
+    #[inline]
+    pub fn lookup(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        generation: u64,
+        now: u32,
+        bytes: u32,
+    ) -> Lookup {
+        let base = self.bucket(hash);
+        let signature = Self::signature(hash);
+        let words = key.to_words();
+        for slot in base..base + WAYS {
+            if self.signatures[slot] != signature {
+                continue;
+            }
+            let entry = &mut self.entries[slot];
+            if entry.key != words {
+                continue;
+            }
+            if entry.generation != generation as u32
+                || now.wrapping_sub(entry.last_used) > self.idle_timeout_ticks
+            {
+                self.counters.stale += 1;
+                self.counters.misses += 1;
+                return Lookup::Miss;
+            }
+            entry.last_used = now;
+            let stats = &mut self.stats[slot];
+            stats.packets += 1;
+            stats.bytes += bytes as u64;
+            self.counters.hits += 1;
+            return Lookup::Hit(slot, entry.action);
+        }
+        self.counters.misses += 1;
+        Lookup::Miss
+    }
+
+    /// Installs (or refreshes) a flow computed under `generation`, counting the packet that
+    /// created it.
+    pub fn insert(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        action: FlowAction,
+        generation: u64,
+        now: u32,
+        bytes: u32,
+    ) {
+        let base = self.bucket(hash);
+        let signature = Self::signature(hash);
+        let words = key.to_words();
+        let mut chosen = None;
+        let mut oldest = (0u32, base);
+        for slot in base..base + WAYS {
+            let sig = self.signatures[slot];
+            if sig == signature && self.entries[slot].key == words {
+                chosen = Some(slot);
+                break;
+            }
+            if sig == 0 {
+                chosen.get_or_insert(slot);
+                continue;
+            }
+            let entry = &self.entries[slot];
+            let age = now.wrapping_sub(entry.last_used);
+            if entry.generation != generation as u32 || age > self.idle_timeout_ticks {
+                chosen.get_or_insert(slot);
+            } else if age >= oldest.0 {
+                oldest = (age, slot);
+            }
+        }
+        let slot = match chosen {
+            Some(slot) => slot,
+            None => {
+                self.counters.evictions += 1;
+                oldest.1
+            }
+        };
+        if self.signatures[slot] == 0 {
+            self.live += 1;
+        }
+        let same_flow = self.signatures[slot] == signature && self.entries[slot].key == words;
+        self.signatures[slot] = signature;
+        self.entries[slot] = Entry {
+            key: words,
+            action,
+            generation: generation as u32,
+            last_used: now,
+        };
+        let stats = &mut self.stats[slot];
+        if !same_flow {
+            *stats = FlowStats::default();
+        }
+        stats.packets += 1;
+        stats.bytes += bytes as u64;
+        self.counters.inserts += 1;
+    }
+
+    /// Empties the cache.
+    pub fn clear(&mut self) {
+        self.signatures.fill(0);
+        self.live = 0;
+    }
+
+    /// Live entries valid under `generation` at `now`.
+    pub fn records(&self, generation: u64, now: u32) -> Vec<FlowRecord> {
+        let mut out = Vec::new();
+        for (slot, &sig) in self.signatures.iter().enumerate() {
+            if sig == 0 {
+                continue;
+            }
+            let entry = &self.entries[slot];
+            let idle = now.wrapping_sub(entry.last_used);
+            if entry.generation != generation as u32 || idle > self.idle_timeout_ticks {
+                continue;
+            }
+            out.push(FlowRecord {
+                key: FlowKey::from_words(entry.key),
+                action: entry.action,
+                stats: self.stats[slot],
+                idle_ticks: idle,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u32) -> FlowKey {
+        FlowKey {
+            src: 0x0a00_0001,
+            dst: n as u128,
+            vrf: 0,
+            protocol: 17,
+            ipv6: false,
+            src_port: 1000,
+            dst_port: 2000,
+        }
+    }
+
+    fn action(port: u16) -> FlowAction {
+        FlowAction {
+            out_port: port,
+            mtu: 1500,
+            ..FlowAction::default()
+        }
+    }
+
+    #[test]
+    fn hit_after_insert_and_miss_after_generation_change() {
+        let mut cache = FlowCache::new(64, 1000);
+        let k = key(1);
+        let h = k.hash(7);
+        assert_eq!(cache.lookup(&k, h, 1, 0, 64), Lookup::Miss);
+        cache.insert(k, h, action(3), 1, 0, 64);
+        assert!(matches!(cache.lookup(&k, h, 1, 5, 64), Lookup::Hit(_, a) if a.out_port == 3));
+        assert_eq!(cache.lookup(&k, h, 2, 5, 64), Lookup::Miss);
+        assert_eq!(cache.counters.stale, 1);
+        let records = cache.records(1, 5);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].stats.packets, 2);
+    }
+
+    #[test]
+    fn idle_entries_expire() {
+        let mut cache = FlowCache::new(64, 100);
+        let k = key(1);
+        let h = k.hash(7);
+        cache.insert(k, h, action(1), 1, 0, 64);
+        assert!(matches!(cache.lookup(&k, h, 1, 100, 64), Lookup::Hit(..)));
+        assert_eq!(cache.lookup(&k, h, 1, 201, 64), Lookup::Miss);
+    }
+
+    #[test]
+    fn bounded_with_lru_eviction() {
+        let mut cache = FlowCache::new(4, 1_000_000); // one bucket
+        for n in 0..4 {
+            let k = key(n);
+            cache.insert(k, k.hash(7), action(n as u16), 1, n, 64);
+        }
+        assert_eq!(cache.len(), 4);
+        // Refresh flow 0 so flow 1 is the least recently used.
+        let k0 = key(0);
+        assert!(matches!(
+            cache.lookup(&k0, k0.hash(7), 1, 10, 64),
+            Lookup::Hit(..)
+        ));
+        let k9 = key(9);
+        cache.insert(k9, k9.hash(7), action(9), 1, 11, 64);
+        assert_eq!(cache.len(), 4);
+        assert_eq!(cache.counters.evictions, 1);
+        let k1 = key(1);
+        assert_eq!(cache.lookup(&k1, k1.hash(7), 1, 12, 64), Lookup::Miss);
+        assert!(matches!(
+            cache.lookup(&k0, k0.hash(7), 1, 12, 64),
+            Lookup::Hit(..)
+        ));
+    }
+
+    #[test]
+    fn entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+    }
+
+    #[test]
+    fn key_words_round_trip() {
+        let k = FlowKey {
+            src: u128::MAX - 5,
+            dst: 77,
+            vrf: 4095,
+            protocol: 58,
+            ipv6: true,
+            src_port: 65535,
+            dst_port: 1,
+        };
+        assert_eq!(FlowKey::from_words(k.to_words()), k);
+    }
+}

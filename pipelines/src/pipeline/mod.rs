@@ -1,0 +1,614 @@
+//! The packet pipeline of one worker: a batch of received frames in, one verdict per frame
+//! out, plus the packets the router emits itself.
+//!
+//! Stages run over the whole batch in turn (VPP-style), each deciding every packet's next
+//! stage or its verdict:
+//! ```text
+//! ethernet-input ─> flow-lookup ─hit─> rewrite ─> Transmit
+//!      │                 └─miss─> ip-lookup ─> rewrite + flow install ─> Transmit
+//!      │                              ├─> ip-local (router's addresses: echo, ND, unreachable)
+//!      │                              └─> neighbor hold (ARP/NS emitted) ─> released later
+//!      └─> arp-input (replies in place, learning)
+//! ```
+//! Contract:
+//! - Every packet ends with exactly one [`Verdict`]: `Transmit(port)` (the frame, rewritten in
+//!   place, goes out of `port`), `Consumed` (absorbed: an ARP reply learned, or copied into the
+//!   neighbor hold queue), `ToHost`, or `Drop(reason)`. Every `Drop` increments exactly one
+//!   [`DropReason`] counter; a held packet that later times out increments
+//!   `neighbor-unresolved` then, once.
+//! - Packets the router builds (ICMP errors, ARP requests and ND messages, fragments, released
+//!   held packets) are appended to [`Output::emitted`] as complete Ethernet frames.
+//! - Learned neighbors are reported as [`Event`]s; the dataplane applies them to the shared
+//!   tables (so every worker sees them) and publishes a new generation.
+//! - No input, however malformed, panics any stage (property-tested).
+//!
+//! Decisions and limitations:
+//! - Replies (ICMP echo, ARP, ND) and ICMP errors go back out of the ingress port to the
+//!   frame's source MAC: the previous hop. With asymmetric routing the reply path can differ
+//!   from what a route lookup would choose.
+//! - No IPv4 reassembly: fragments to a router address are dropped (`local-fragment`);
+//!   fragments in transit are forwarded, all fragments of a datagram keyed with ports 0 so
+//!   they share one path. IPv4 packets larger than the egress MTU without DF are fragmented;
+//!   options are copied into every fragment.
+//! - 802.1Q-tagged frames are dropped (`vlan-unexpected`): ports are untagged.
+//! - TCP to a router address gets ICMP port unreachable rather than a TCP reset.
+
+mod arp;
+mod ipv4;
+mod ipv6;
+mod ratelimit;
+mod resolve;
+
+pub use ratelimit::TokenBucket;
+
+use crate::counters::{Counters, Stage};
+use crate::drop::DropReason;
+use crate::flow::{FlowAction, FlowCache, FlowKey, FlowRecord, Lookup};
+use crate::ids::PortId;
+use crate::tables::{Port, Tables};
+use crate::wire::{checksum, EtherType, EthernetAddress, ETHERNET_HEADER_LEN};
+use resolve::Pending;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::time::Instant;
+
+/// Tunables of a pipeline (one per worker).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Flow cache slots (rounded up to a power of two).
+    pub flow_capacity: usize,
+    /// A flow unused for this long is a miss.
+    pub flow_idle_timeout_ms: u32,
+    /// ICMP errors per second per worker (0: unlimited).
+    pub icmp_errors_per_sec: u32,
+    /// ICMP error burst.
+    pub icmp_errors_burst: u32,
+    /// Interval between ARP/ND probes for an unresolved neighbor.
+    pub neighbor_retry_ms: u32,
+    /// Probes before giving up and dropping the held packets.
+    pub neighbor_max_probes: u32,
+    /// Packets held per unresolved neighbor.
+    pub neighbor_queue_per_entry: usize,
+    /// Packets held in total.
+    pub neighbor_queue_total: usize,
+    /// Unresolved neighbors tracked at once.
+    pub neighbor_pending_max: usize,
+    /// Seed of the flow hash (ECMP member choice and cache index).
+    pub hash_seed: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            flow_capacity: 1 << 16,
+            flow_idle_timeout_ms: 60_000,
+            icmp_errors_per_sec: 1000,
+            icmp_errors_burst: 50,
+            neighbor_retry_ms: 1000,
+            neighbor_max_probes: 3,
+            neighbor_queue_per_entry: 16,
+            neighbor_queue_total: 1024,
+            neighbor_pending_max: 256,
+            hash_seed: 0x5bd1_e995_1234_5678,
+        }
+    }
+}
+
+/// One received frame of a batch. `buf` is the whole buffer the frame lives in (its headroom
+/// and tailroom included); the frame is `buf[offset..offset + len]`.
+#[derive(Debug)]
+pub struct Packet<'a> {
+    /// The buffer.
+    pub buf: &'a mut [u8],
+    /// Frame start in `buf`.
+    pub offset: usize,
+    /// Frame length.
+    pub len: usize,
+    /// Port the frame arrived on.
+    pub in_port: PortId,
+}
+
+impl<'a> Packet<'a> {
+    /// A frame filling `buf`.
+    pub fn new(buf: &'a mut [u8], in_port: PortId) -> Self {
+        let len = buf.len();
+        Packet {
+            buf,
+            offset: 0,
+            len,
+            in_port,
+        }
+    }
+
+    /// The frame bytes (empty if offset/len do not fit the buffer).
+    #[inline]
+    pub fn frame(&self) -> &[u8] {
+        self.buf
+            .get(self.offset..self.offset.saturating_add(self.len))
+            .unwrap_or(&[])
+    }
+
+    /// The frame bytes, mutable.
+    #[inline]
+    pub fn frame_mut(&mut self) -> &mut [u8] {
+        let end = self.offset.saturating_add(self.len);
+        match self.buf.get_mut(self.offset..end) {
+            Some(frame) => frame,
+            None => &mut [],
+        }
+    }
+}
+
+/// What happens to a received frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Send the (rewritten) frame out of this port.
+    Transmit(PortId),
+    /// Hand the frame to the host stack (exception path).
+    ToHost,
+    /// Absorbed by the pipeline; the buffer can be reused.
+    #[default]
+    Consumed,
+    /// Dropped, counted under this reason.
+    Drop(DropReason),
+}
+
+/// Something the control side must know about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// An ARP or ND message showed `ip` at `mac` on `port`.
+    NeighborLearned {
+        /// Port.
+        port: PortId,
+        /// Neighbor address.
+        ip: IpAddr,
+        /// Its MAC.
+        mac: EthernetAddress,
+    },
+}
+
+/// A frame built by the pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Emitted {
+    /// Egress port.
+    pub port: PortId,
+    /// The complete Ethernet frame.
+    pub frame: Vec<u8>,
+}
+
+/// What a batch produced besides the verdicts. Reuse one `Output` across batches: `clear`
+/// keeps the frame buffers for reuse.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Frames to send.
+    pub emitted: Vec<Emitted>,
+    /// Events for the control side.
+    pub events: Vec<Event>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Output {
+    /// Empties the output, keeping buffers.
+    pub fn clear(&mut self) {
+        for emitted in self.emitted.drain(..) {
+            if self.spare.len() < 256 {
+                self.spare.push(emitted.frame);
+            }
+        }
+        self.events.clear();
+    }
+
+    /// A zeroed buffer of `len` bytes, reusing a spare one when possible.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut frame = self.spare.pop().unwrap_or_default();
+        frame.clear();
+        frame.resize(len, 0);
+        frame
+    }
+}
+
+/// Where a packet goes next inside the batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Next {
+    /// Verdict set.
+    #[default]
+    Done,
+    Flow,
+    Arp,
+    Lookup,
+    Local,
+}
+
+/// Per-packet scratch state between stages.
+#[derive(Clone, Copy, Debug, Default)]
+struct Meta {
+    next: Next,
+    /// Offset of the L3 header in the frame.
+    l3: u16,
+    /// Offset of the L4 header in the frame (0 if none was found).
+    l4: u16,
+    /// Bytes of the IP packet (IPv4 total length, IPv6 40 + payload length).
+    ip_len: u16,
+    /// TTL / hop limit on arrival.
+    ttl: u8,
+    /// IPv4 don't-fragment.
+    dont_fragment: bool,
+    /// Non-first fragment (no L4 header).
+    later_fragment: bool,
+    key: FlowKey,
+    hash: u64,
+}
+
+/// A worker's pipeline: flow cache, counters, neighbor hold queue, ICMP rate limit.
+#[derive(Debug)]
+pub struct Pipeline {
+    config: PipelineConfig,
+    flow: FlowCache,
+    counters: Counters,
+    icmp_limit: TokenBucket,
+    pending: Pending,
+    meta: Vec<Meta>,
+    now_ns: u64,
+    now_ms: u32,
+    ip_ident: u16,
+    icmp_suppressed: u64,
+}
+
+impl Pipeline {
+    /// A pipeline with its own flow cache.
+    pub fn new(config: PipelineConfig) -> Self {
+        Pipeline {
+            flow: FlowCache::new(config.flow_capacity, config.flow_idle_timeout_ms),
+            icmp_limit: TokenBucket::new(config.icmp_errors_per_sec, config.icmp_errors_burst),
+            counters: Counters::new(),
+            pending: Pending::default(),
+            meta: Vec::with_capacity(256),
+            now_ns: 0,
+            now_ms: 0,
+            ip_ident: 1,
+            icmp_suppressed: 0,
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// Counters, with the flow cache figures folded in.
+    pub fn counters(&self) -> Counters {
+        let mut counters = self.counters.clone();
+        counters.flow = self.flow.counters;
+        counters
+    }
+
+    /// The flow cache.
+    pub fn flow_cache(&self) -> &FlowCache {
+        &self.flow
+    }
+
+    /// Live flows under the tables' generation.
+    pub fn flows(&self, tables: &Tables) -> Vec<FlowRecord> {
+        self.flow.records(tables.generation(), self.now_ms)
+    }
+
+    /// Empties the flow cache.
+    pub fn flush_flows(&mut self) {
+        self.flow.clear();
+    }
+
+    /// Packets currently held waiting for neighbor resolution.
+    pub fn held_packets(&self) -> usize {
+        self.pending.held()
+    }
+
+    /// ICMP errors not generated because the packet did not qualify (RFC 1812 4.3.2.7).
+    pub fn icmp_errors_suppressed(&self) -> u64 {
+        self.icmp_suppressed
+    }
+
+    /// Counts a drop decided outside the pipeline (by the port layer), e.g. a full TX ring.
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.counters.count_drop(reason);
+    }
+
+    /// Runs a batch. `verdicts` must be at least as long as `packets`; `now_ns` is a
+    /// monotonic clock read once per batch.
+    pub fn process(
+        &mut self,
+        tables: &Tables,
+        packets: &mut [Packet<'_>],
+        verdicts: &mut [Verdict],
+        out: &mut Output,
+        now_ns: u64,
+    ) {
+        let n = packets.len().min(verdicts.len());
+        self.now_ns = now_ns;
+        self.now_ms = (now_ns / 1_000_000) as u32;
+        let mut meta = std::mem::take(&mut self.meta);
+        meta.clear();
+        meta.resize(n, Meta::default());
+
+        // ethernet-input
+        if n > 0 {
+            let start = Instant::now();
+            for i in 0..n {
+                self.ethernet_input(tables, &mut packets[i], &mut meta[i], &mut verdicts[i]);
+            }
+            self.account(Stage::EthernetInput, n, start);
+        }
+
+        // flow-lookup: hash and touch every bucket first so the cache misses of the batch
+        // overlap, then look up and rewrite the hits.
+        let flows = meta.iter().filter(|m| m.next == Next::Flow).count();
+        if flows > 0 {
+            let start = Instant::now();
+            let seed = self.config.hash_seed;
+            for m in meta.iter_mut().filter(|m| m.next == Next::Flow) {
+                m.hash = m.key.hash(seed);
+                std::hint::black_box(self.flow.touch(m.hash));
+            }
+            let generation = tables.generation();
+            for i in 0..n {
+                if meta[i].next != Next::Flow {
+                    continue;
+                }
+                let m = &mut meta[i];
+                let packet = &mut packets[i];
+                match self
+                    .flow
+                    .lookup(&m.key, m.hash, generation, self.now_ms, packet.len as u32)
+                {
+                    Lookup::Hit(_, action) if m.ttl > 1 && m.ip_len <= action.mtu => {
+                        rewrite(packet.frame_mut(), m, &action);
+                        m.next = Next::Done;
+                        self.transmit(&mut verdicts[i], action.port(), packet.len);
+                    }
+                    _ => m.next = Next::Lookup,
+                }
+            }
+            self.account(Stage::FlowLookup, flows, start);
+        }
+
+        self.run_stage(
+            Stage::IpLookup,
+            Next::Lookup,
+            tables,
+            packets,
+            &mut meta,
+            verdicts,
+            out,
+        );
+        self.run_stage(
+            Stage::IpLocal,
+            Next::Local,
+            tables,
+            packets,
+            &mut meta,
+            verdicts,
+            out,
+        );
+        self.run_stage(
+            Stage::ArpInput,
+            Next::Arp,
+            tables,
+            packets,
+            &mut meta,
+            verdicts,
+            out,
+        );
+
+        self.meta = meta;
+        self.resolve_pending(tables, out);
+    }
+
+    /// Advances time without traffic: retries and expires neighbor resolutions.
+    pub fn tick(&mut self, tables: &Tables, out: &mut Output, now_ns: u64) {
+        self.now_ns = now_ns;
+        self.now_ms = (now_ns / 1_000_000) as u32;
+        self.resolve_pending(tables, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_stage(
+        &mut self,
+        stage: Stage,
+        next: Next,
+        tables: &Tables,
+        packets: &mut [Packet<'_>],
+        meta: &mut [Meta],
+        verdicts: &mut [Verdict],
+        out: &mut Output,
+    ) {
+        let count = meta.iter().filter(|m| m.next == next).count();
+        if count == 0 {
+            return;
+        }
+        let start = Instant::now();
+        for i in 0..meta.len() {
+            if meta[i].next != next {
+                continue;
+            }
+            let verdict = match next {
+                Next::Lookup => {
+                    if meta[i].key.ipv6 {
+                        self.ipv6_lookup(tables, &mut packets[i], &mut meta[i], out)
+                    } else {
+                        self.ipv4_lookup(tables, &mut packets[i], &mut meta[i], out)
+                    }
+                }
+                Next::Local => {
+                    if meta[i].key.ipv6 {
+                        self.ipv6_local(tables, &mut packets[i], &meta[i], out)
+                    } else {
+                        self.ipv4_local(tables, &mut packets[i], &meta[i], out)
+                    }
+                }
+                Next::Arp => self.arp_input(tables, &mut packets[i], &meta[i], out),
+                Next::Done | Next::Flow => continue,
+            };
+            // A slow-path packet routed to the router itself continues in ip-local.
+            if let Some(verdict) = verdict {
+                meta[i].next = Next::Done;
+                self.finish(&mut verdicts[i], &packets[i], verdict);
+            } else {
+                meta[i].next = Next::Local;
+            }
+        }
+        self.account(stage, count, start);
+    }
+
+    fn account(&mut self, stage: Stage, packets: usize, start: Instant) {
+        let stats = &mut self.counters.stages[stage as usize];
+        stats.calls += 1;
+        stats.packets += packets as u64;
+        stats.nanos += start.elapsed().as_nanos() as u64;
+    }
+
+    #[inline]
+    fn transmit(&mut self, verdict: &mut Verdict, port: PortId, len: usize) {
+        *verdict = Verdict::Transmit(port);
+        let counters = self.counters.port(port);
+        counters.tx_packets += 1;
+        counters.tx_bytes += len as u64;
+    }
+
+    fn finish(&mut self, slot: &mut Verdict, packet: &Packet<'_>, verdict: Verdict) {
+        match verdict {
+            Verdict::Transmit(port) => self.transmit(slot, port, packet.len),
+            Verdict::Drop(reason) => self.drop_packet(slot, packet.in_port, reason),
+            other => *slot = other,
+        }
+    }
+
+    fn drop_packet(&mut self, slot: &mut Verdict, in_port: PortId, reason: DropReason) {
+        *slot = Verdict::Drop(reason);
+        self.counters.count_drop(reason);
+        self.counters.port(in_port).rx_dropped += 1;
+    }
+
+    /// Queues a built frame for transmission.
+    fn emit(&mut self, out: &mut Output, port: PortId, frame: Vec<u8>) {
+        let counters = self.counters.port(port);
+        counters.tx_packets += 1;
+        counters.tx_bytes += frame.len() as u64;
+        self.counters.emitted += 1;
+        out.emitted.push(Emitted { port, frame });
+    }
+
+    fn next_ident(&mut self) -> u16 {
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        self.ip_ident
+    }
+
+    /// Ethernet checks, then dispatch by EtherType with the L3 parse and flow key.
+    fn ethernet_input(
+        &mut self,
+        tables: &Tables,
+        packet: &mut Packet<'_>,
+        m: &mut Meta,
+        verdict: &mut Verdict,
+    ) {
+        let in_port = packet.in_port;
+        let len = packet.len;
+        {
+            let counters = self.counters.port(in_port);
+            counters.rx_packets += 1;
+            counters.rx_bytes += len as u64;
+        }
+        let Some(port) = tables.port(in_port) else {
+            return self.drop_packet(verdict, in_port, DropReason::PortUnknown);
+        };
+        match classify_ethernet(port, packet.frame()) {
+            Ok(EthernetClass::Arp) => {
+                m.l3 = ETHERNET_HEADER_LEN as u16;
+                m.next = Next::Arp;
+            }
+            Ok(EthernetClass::Ipv4) => match ipv4::parse(port, packet.frame(), m) {
+                Ok(()) => {}
+                Err(reason) => self.drop_packet(verdict, in_port, reason),
+            },
+            Ok(EthernetClass::Ipv6 { multicast_dst }) => {
+                match ipv6::parse(port, packet.frame(), multicast_dst, m) {
+                    Ok(()) => {}
+                    Err(reason) => self.drop_packet(verdict, in_port, reason),
+                }
+            }
+            Err(reason) => self.drop_packet(verdict, in_port, reason),
+        }
+    }
+}
+
+enum EthernetClass {
+    Arp,
+    Ipv4,
+    Ipv6 { multicast_dst: bool },
+}
+
+/// Ethernet-level checks: length, MTU, source, destination, tag, EtherType.
+#[inline]
+fn classify_ethernet(port: &Port, frame: &[u8]) -> Result<EthernetClass, DropReason> {
+    if frame.len() < ETHERNET_HEADER_LEN {
+        return Err(DropReason::EthernetTruncated);
+    }
+    if frame.len() > port.mtu as usize + ETHERNET_HEADER_LEN {
+        return Err(DropReason::FrameTooLong);
+    }
+    let dst = mac_at(frame, 0);
+    let src = mac_at(frame, 6);
+    if !src.is_unicast() {
+        return Err(DropReason::EthernetSourceInvalid);
+    }
+    let ethertype = EtherType::from(u16::from_be_bytes([frame[12], frame[13]]));
+    let for_port = dst == port.mac;
+    match ethertype {
+        EtherType::Ipv4 if for_port => Ok(EthernetClass::Ipv4),
+        EtherType::Ipv6 if for_port => Ok(EthernetClass::Ipv6 {
+            multicast_dst: false,
+        }),
+        EtherType::Ipv6 if dst.0[0] == 0x33 && dst.0[1] == 0x33 => Ok(EthernetClass::Ipv6 {
+            multicast_dst: true,
+        }),
+        EtherType::Arp if for_port || dst.is_broadcast() => Ok(EthernetClass::Arp),
+        EtherType::Vlan => Err(DropReason::VlanUnexpected),
+        EtherType::Ipv4 | EtherType::Ipv6 | EtherType::Arp => Err(DropReason::EthernetNotForUs),
+        _ => Err(DropReason::EtherTypeUnsupported),
+    }
+}
+
+#[inline]
+fn mac_at(frame: &[u8], offset: usize) -> EthernetAddress {
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&frame[offset..offset + 6]);
+    EthernetAddress(mac)
+}
+
+/// The forwarding rewrite: TTL/hop limit minus one (IPv4 checksum updated incrementally,
+/// RFC 1624), Ethernet addresses from the action.
+#[inline]
+fn rewrite(frame: &mut [u8], m: &Meta, action: &FlowAction) {
+    let l3 = m.l3 as usize;
+    if m.key.ipv6 {
+        if let Some(hop_limit) = frame.get_mut(l3 + 7) {
+            *hop_limit = hop_limit.wrapping_sub(1);
+        }
+    } else if frame.len() >= l3 + 12 {
+        // TTL shares a 16-bit word with the protocol (RFC 1624 incremental update).
+        let ttl = frame[l3 + 8];
+        let protocol = frame[l3 + 9];
+        frame[l3 + 8] = ttl.wrapping_sub(1);
+        let checksum = u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]);
+        let updated = checksum::update_u16(
+            checksum,
+            u16::from_be_bytes([ttl, protocol]),
+            u16::from_be_bytes([ttl.wrapping_sub(1), protocol]),
+        );
+        frame[l3 + 10..l3 + 12].copy_from_slice(&updated.to_be_bytes());
+    }
+    if frame.len() >= 12 {
+        frame[0..6].copy_from_slice(&action.dst_mac.0);
+        frame[6..12].copy_from_slice(&action.src_mac.0);
+    }
+}

@@ -1,0 +1,1330 @@
+//! The dataplane's tables: ports, VRFs with their IPv4/IPv6 routes, shared next hops and
+//! neighbors, changed only through transactions.
+//!
+//! Contract:
+//! - [`Tables::apply_batch`] validates and applies a batch of [`TableOp`]s in order; if any op
+//!   is rejected, every earlier op of the batch is undone (an undo log of exact inverses) and
+//!   the tables are as before, byte for byte in behaviour. The error names the op and why.
+//! - Every successful batch that changes forwarding bumps [`Tables::generation`]; flow-cache
+//!   entries computed under an older generation are never used again.
+//! - Nothing in here panics on any op: ids, prefixes, addresses and MACs are all validated.
+//!
+//! Adding an address to a port installs, as the kernel does, its connected route (the subnet
+//! via the port), a receive route for the address itself and, for IPv4 subnets up to /30,
+//! a drop route for the directed broadcast address. Deleting a port removes its addresses,
+//! every route whose next hop uses it and its neighbors.
+//!
+//! Limitations, chosen: route origin (connected vs static) is not stored separately, a route
+//! is shown by its next hop; removing an address does not remove static routes via gateways
+//! on that subnet (the kernel does); they keep forwarding while the neighbor resolves.
+
+mod neighbor;
+mod nexthop;
+
+pub use neighbor::{Neighbor, NeighborKind, NeighborTable};
+pub use nexthop::{NextHop, NextHopTable};
+
+use crate::hash::FastMap;
+use crate::ids::{NextHopId, PortId, VrfId};
+use crate::lpm::{Ipv4Lpm, Ipv4Prefix, Ipv6Lpm, Ipv6Prefix, LpmError};
+use crate::wire::EthernetAddress;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// Highest port id accepted.
+pub const MAX_PORTS: u16 = 1024;
+/// Smallest MTU accepted on a port (the IPv4 minimum).
+pub const MIN_MTU: u16 = 68;
+/// Largest MTU accepted on a port (jumbo frames that fit a 16 KiB frame).
+pub const MAX_MTU: u16 = 9000;
+
+/// An IPv4 or IPv6 prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum IpPrefix {
+    /// IPv4.
+    V4(Ipv4Prefix),
+    /// IPv6.
+    V6(Ipv6Prefix),
+}
+
+impl IpPrefix {
+    /// Builds a prefix, rejecting a length beyond the family's and set host bits.
+    pub fn new(addr: IpAddr, len: u8) -> Result<Self, LpmError> {
+        match addr {
+            IpAddr::V4(a) => Ipv4Prefix::new(a, len).map(IpPrefix::V4),
+            IpAddr::V6(a) => Ipv6Prefix::new(a, len).map(IpPrefix::V6),
+        }
+    }
+
+    /// The prefix covering `addr` with `len` bits (host bits cleared).
+    pub fn containing(addr: IpAddr, len: u8) -> Result<Self, LpmError> {
+        match addr {
+            IpAddr::V4(a) => {
+                if len > 32 {
+                    return Ipv4Prefix::new(a, len).map(IpPrefix::V4);
+                }
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                Ipv4Prefix::new(Ipv4Addr::from(u32::from(a) & mask), len).map(IpPrefix::V4)
+            }
+            IpAddr::V6(a) => {
+                if len > 128 {
+                    return Ipv6Prefix::new(a, len).map(IpPrefix::V6);
+                }
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
+                Ipv6Prefix::new(Ipv6Addr::from(u128::from(a) & mask), len).map(IpPrefix::V6)
+            }
+        }
+    }
+
+    /// The host route for `addr` (/32 or /128).
+    pub fn host(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(a) => IpPrefix::V4(Ipv4Prefix::new(a, 32).expect("/32 is always valid")),
+            IpAddr::V6(a) => IpPrefix::V6(Ipv6Prefix::new(a, 128).expect("/128 is always valid")),
+        }
+    }
+
+    /// Prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        match self {
+            IpPrefix::V4(p) => p.len(),
+            IpPrefix::V6(p) => p.len(),
+        }
+    }
+
+    /// True for the default route.
+    pub fn is_default(&self) -> bool {
+        self.prefix_len() == 0
+    }
+
+    /// Network address.
+    pub fn network(&self) -> IpAddr {
+        match self {
+            IpPrefix::V4(p) => IpAddr::V4(p.network()),
+            IpPrefix::V6(p) => IpAddr::V6(p.network()),
+        }
+    }
+
+    /// True if `addr` is inside the prefix (false across families).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (self, addr) {
+            (IpPrefix::V4(p), IpAddr::V4(a)) => p.contains(a),
+            (IpPrefix::V6(p), IpAddr::V6(a)) => p.contains(a),
+            _ => false,
+        }
+    }
+
+    /// True if the two prefixes share any address.
+    pub fn overlaps(&self, other: &IpPrefix) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+}
+
+impl fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpPrefix::V4(p) => p.fmt(f),
+            IpPrefix::V6(p) => p.fmt(f),
+        }
+    }
+}
+
+impl FromStr for IpPrefix {
+    type Err = LpmError;
+    fn from_str(s: &str) -> Result<Self, LpmError> {
+        if s.contains(':') {
+            s.parse().map(IpPrefix::V6)
+        } else {
+            s.parse().map(IpPrefix::V4)
+        }
+    }
+}
+
+impl From<IpPrefix> for String {
+    fn from(p: IpPrefix) -> String {
+        p.to_string()
+    }
+}
+
+impl TryFrom<String> for IpPrefix {
+    type Error = LpmError;
+    fn try_from(s: String) -> Result<Self, LpmError> {
+        s.parse()
+    }
+}
+
+/// An address configured on a port, with its subnet length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InterfaceAddress {
+    /// The address.
+    pub addr: IpAddr,
+    /// Subnet length (the connected route).
+    pub prefix_len: u8,
+}
+
+impl InterfaceAddress {
+    /// The connected subnet.
+    pub fn subnet(&self) -> Option<IpPrefix> {
+        IpPrefix::containing(self.addr, self.prefix_len).ok()
+    }
+
+    /// The IPv4 directed-broadcast address, for subnets of up to /30.
+    pub fn broadcast(&self) -> Option<Ipv4Addr> {
+        match self.addr {
+            IpAddr::V4(a) if self.prefix_len <= 30 => {
+                let host_mask = u32::MAX >> self.prefix_len;
+                Some(Ipv4Addr::from(u32::from(a) | host_mask))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for InterfaceAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// A dataplane port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    /// Dense id.
+    pub id: PortId,
+    /// Linux interface name.
+    pub name: String,
+    /// The router's MAC on this port (source of everything it sends there).
+    pub mac: EthernetAddress,
+    /// IP MTU of the link.
+    pub mtu: u16,
+    /// Routing instance of the port.
+    pub vrf: VrfId,
+    /// Addresses, in the order they were added.
+    pub addresses: Vec<InterfaceAddress>,
+    /// IPv6 link-local address derived from the MAC (EUI-64), used for neighbor discovery.
+    pub link_local: Ipv6Addr,
+}
+
+impl Port {
+    /// The first IPv4 address of the port, the source of its ARP requests and ICMP errors.
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        self.addresses.iter().find_map(|a| match a.addr {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// The IPv4 address of the port on the subnet containing `peer`, else the first one.
+    pub fn ipv4_towards(&self, peer: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.addresses
+            .iter()
+            .find_map(|a| match (a.addr, a.subnet()) {
+                (IpAddr::V4(v4), Some(subnet)) if subnet.contains(IpAddr::V4(peer)) => Some(v4),
+                _ => None,
+            })
+            .or_else(|| self.ipv4())
+    }
+
+    /// The global IPv6 address of the port on the subnet containing `peer`, else the first
+    /// global one, else the link-local one.
+    pub fn ipv6_towards(&self, peer: Ipv6Addr) -> Ipv6Addr {
+        let mut first = None;
+        for a in &self.addresses {
+            if let IpAddr::V6(v6) = a.addr {
+                if a.subnet().is_some_and(|s| s.contains(IpAddr::V6(peer))) {
+                    return v6;
+                }
+                first.get_or_insert(v6);
+            }
+        }
+        first.unwrap_or(self.link_local)
+    }
+
+    /// True if `addr` is on one of the port's connected subnets.
+    pub fn on_link(&self, addr: IpAddr) -> bool {
+        self.addresses
+            .iter()
+            .any(|a| a.subnet().is_some_and(|s| s.contains(addr)))
+    }
+}
+
+/// EUI-64 link-local address for `mac` (RFC 4291 appendix A).
+pub fn link_local_from_mac(mac: EthernetAddress) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+/// A routing instance.
+#[derive(Clone, Debug, Default)]
+pub struct Vrf {
+    /// IPv4 routes.
+    pub ipv4: Ipv4Lpm,
+    /// IPv6 routes.
+    pub ipv6: Ipv6Lpm,
+}
+
+impl Vrf {
+    /// The next hop id for an exact prefix.
+    pub fn get(&self, prefix: IpPrefix) -> Option<NextHopId> {
+        match prefix {
+            IpPrefix::V4(p) => self.ipv4.get(p),
+            IpPrefix::V6(p) => self.ipv6.get(p),
+        }
+        .map(NextHopId)
+    }
+
+    /// Longest-prefix match.
+    #[inline]
+    pub fn lookup(&self, addr: IpAddr) -> Option<NextHopId> {
+        match addr {
+            IpAddr::V4(a) => self.ipv4.lookup_u32(u32::from(a)),
+            IpAddr::V6(a) => self.ipv6.lookup(a),
+        }
+        .map(NextHopId)
+    }
+
+    /// Number of routes.
+    pub fn route_count(&self) -> usize {
+        self.ipv4.len() + self.ipv6.len()
+    }
+}
+
+/// What a route points at, as the operator says it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteTarget {
+    /// Drop silently.
+    Blackhole,
+    /// Drop and send ICMP unreachable.
+    Unreachable,
+    /// Directly connected on a port.
+    Dev {
+        /// Egress port.
+        port: PortId,
+    },
+    /// Via a gateway; the port is found from the connected routes when not given.
+    Via {
+        /// Gateway address.
+        gateway: IpAddr,
+        /// Egress port, if pinned.
+        port: Option<PortId>,
+    },
+    /// ECMP over several paths (each a `Dev` or a `Via`).
+    Multipath(Vec<RouteTarget>),
+}
+
+/// One change of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableOp {
+    /// Creates a VRF (also created implicitly by a port or route naming it).
+    AddVrf {
+        /// VRF id.
+        vrf: VrfId,
+    },
+    /// Deletes a VRF and its routes; refused while a port is in it. VRF 0 cannot be deleted.
+    DelVrf {
+        /// VRF id.
+        vrf: VrfId,
+    },
+    /// Adds a port.
+    AddPort {
+        /// Id chosen by the dataplane.
+        id: PortId,
+        /// Interface name.
+        name: String,
+        /// Router MAC on the port.
+        mac: EthernetAddress,
+        /// IP MTU.
+        mtu: u16,
+        /// VRF.
+        vrf: VrfId,
+    },
+    /// Changes a port's MTU.
+    SetPortMtu {
+        /// Port.
+        id: PortId,
+        /// New MTU.
+        mtu: u16,
+    },
+    /// Removes a port with its addresses, routes using it and its neighbors.
+    DelPort {
+        /// Port.
+        id: PortId,
+    },
+    /// Adds an address to a port, with its connected, receive and broadcast routes.
+    AddAddress {
+        /// Port.
+        port: PortId,
+        /// Address and subnet length.
+        address: InterfaceAddress,
+    },
+    /// Removes an address and the routes it installed.
+    DelAddress {
+        /// Port.
+        port: PortId,
+        /// Address and subnet length.
+        address: InterfaceAddress,
+    },
+    /// Adds a route; fails if the prefix exists unless `replace`.
+    AddRoute {
+        /// VRF.
+        vrf: VrfId,
+        /// Destination.
+        prefix: IpPrefix,
+        /// Next hop.
+        target: RouteTarget,
+        /// Replace an existing route instead of failing.
+        replace: bool,
+    },
+    /// Deletes a route.
+    DelRoute {
+        /// VRF.
+        vrf: VrfId,
+        /// Destination.
+        prefix: IpPrefix,
+    },
+    /// Adds or replaces a static neighbor.
+    AddNeighbor {
+        /// Port.
+        port: PortId,
+        /// Neighbor address.
+        ip: IpAddr,
+        /// Neighbor MAC.
+        mac: EthernetAddress,
+    },
+    /// Deletes a neighbor (static or learned).
+    DelNeighbor {
+        /// Port.
+        port: PortId,
+        /// Neighbor address.
+        ip: IpAddr,
+    },
+    /// Records a neighbor learned from ARP/ND at time `now_ns`. Never overrides a static one;
+    /// refreshing with the same MAC does not change forwarding (no generation bump).
+    LearnNeighbor {
+        /// Port.
+        port: PortId,
+        /// Neighbor address.
+        ip: IpAddr,
+        /// Neighbor MAC.
+        mac: EthernetAddress,
+        /// Monotonic time of the observation.
+        now_ns: u64,
+    },
+}
+
+/// Why an op was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// Port id out of range.
+    #[error("port id {0} out of range (max {max})", max = MAX_PORTS - 1)]
+    PortIdOutOfRange(u16),
+    /// Port id already used.
+    #[error("port id {0} already in use")]
+    PortIdInUse(u16),
+    /// Name already used.
+    #[error("interface {0} is already a port")]
+    PortNameInUse(String),
+    /// Bad interface name.
+    #[error("invalid interface name {0:?} (1-15 characters, no '/' or whitespace)")]
+    BadPortName(String),
+    /// Unknown port.
+    #[error("unknown port {0}")]
+    UnknownPort(PortId),
+    /// Bad MTU.
+    #[error("MTU {0} out of range {MIN_MTU}-{MAX_MTU}")]
+    BadMtu(u16),
+    /// Bad MAC.
+    #[error("MAC {0} is not a unicast address")]
+    BadMac(EthernetAddress),
+    /// VRF id out of range.
+    #[error("VRF {0} out of range (max {max})", max = VrfId::MAX)]
+    VrfOutOfRange(u32),
+    /// Unknown VRF.
+    #[error("unknown VRF {0}")]
+    UnknownVrf(VrfId),
+    /// VRF still used.
+    #[error("VRF {vrf} is in use by port {port}")]
+    VrfInUse {
+        /// The VRF.
+        vrf: VrfId,
+        /// A port in it.
+        port: String,
+    },
+    /// VRF 0 is permanent.
+    #[error("VRF 0 cannot be deleted")]
+    DefaultVrf,
+    /// Bad prefix.
+    #[error("bad prefix: {0}")]
+    BadPrefix(#[from] LpmError),
+    /// Address unusable on an interface.
+    #[error(
+        "address {0} cannot be assigned to a port (multicast, loopback, unspecified or broadcast)"
+    )]
+    BadAddress(IpAddr),
+    /// Address already present.
+    #[error("address {address} already configured on {port}")]
+    AddressExists {
+        /// The address.
+        address: InterfaceAddress,
+        /// The port that has it.
+        port: String,
+    },
+    /// Subnet overlaps another port's subnet.
+    #[error("subnet {subnet} overlaps {other} on port {port} in the same VRF")]
+    OverlappingAddress {
+        /// The new subnet.
+        subnet: IpPrefix,
+        /// The existing subnet.
+        other: IpPrefix,
+        /// Its port.
+        port: String,
+    },
+    /// Address not configured.
+    #[error("address {0} is not configured on that port")]
+    NoSuchAddress(InterfaceAddress),
+    /// Route exists.
+    #[error("route {prefix} already exists in VRF {vrf} (use replace)")]
+    RouteExists {
+        /// VRF.
+        vrf: VrfId,
+        /// Prefix.
+        prefix: IpPrefix,
+    },
+    /// Route does not exist.
+    #[error("no route {prefix} in VRF {vrf}")]
+    NoSuchRoute {
+        /// VRF.
+        vrf: VrfId,
+        /// Prefix.
+        prefix: IpPrefix,
+    },
+    /// Route belongs to an interface address.
+    #[error("route {0} belongs to a port address; remove the address instead")]
+    AddressRoute(IpPrefix),
+    /// Gateway not reachable on any connected subnet.
+    #[error(
+        "gateway {0} is not on a connected subnet of the VRF (give dev, or add the address first)"
+    )]
+    GatewayUnreachable(IpAddr),
+    /// Gateway of the wrong family or not unicast.
+    #[error("gateway {gateway} is not a unicast address of the route's family ({prefix})")]
+    BadGateway {
+        /// Gateway.
+        gateway: IpAddr,
+        /// Prefix.
+        prefix: IpPrefix,
+    },
+    /// The port given is in another VRF.
+    #[error("port {port} is in VRF {port_vrf}, not VRF {vrf}")]
+    PortInOtherVrf {
+        /// Port.
+        port: String,
+        /// Its VRF.
+        port_vrf: VrfId,
+        /// The route's VRF.
+        vrf: VrfId,
+    },
+    /// Bad multipath.
+    #[error("multipath route needs 1-64 paths, each dev or via")]
+    BadMultipath,
+    /// Bad neighbor address.
+    #[error("neighbor address {0} is not a unicast address")]
+    BadNeighborAddress(IpAddr),
+    /// Neighbor absent.
+    #[error("no neighbor {ip} on port {port}")]
+    NoSuchNeighbor {
+        /// Port.
+        port: PortId,
+        /// Address.
+        ip: IpAddr,
+    },
+}
+
+/// A rejected batch: which op (0-based) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("change {index} rejected: {error}")]
+pub struct BatchError {
+    /// Index of the rejected op in the batch.
+    pub index: usize,
+    /// The reason.
+    pub error: TableError,
+}
+
+/// A primitive change with an exact inverse; ops decompose into these.
+#[derive(Clone, Debug)]
+enum Mutation {
+    CreateVrf(VrfId),
+    /// Remove an empty VRF.
+    RemoveVrf(VrfId),
+    InsertPort(Box<Port>),
+    RemovePort(PortId),
+    SetMtu(PortId, u16),
+    AddAddress(PortId, InterfaceAddress),
+    RemoveAddress(PortId, InterfaceAddress),
+    SetRoute(VrfId, IpPrefix, NextHopValue),
+    RemoveRoute(VrfId, IpPrefix),
+    SetNeighbor(PortId, IpAddr, Neighbor),
+    RemoveNeighbor(PortId, IpAddr),
+}
+
+/// All tables of the dataplane, one generation.
+#[derive(Clone, Debug)]
+pub struct Tables {
+    generation: u64,
+    ports: Vec<Option<Port>>,
+    port_names: FastMap<String, PortId>,
+    vrfs: Vec<Option<Box<Vrf>>>,
+    next_hops: NextHopTable,
+    neighbors: NeighborTable,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tables {
+    /// Empty tables with VRF 0.
+    pub fn new() -> Self {
+        Tables {
+            generation: 1,
+            ports: Vec::new(),
+            port_names: FastMap::default(),
+            vrfs: vec![Some(Box::default())],
+            next_hops: NextHopTable::new(),
+            neighbors: NeighborTable::new(),
+        }
+    }
+
+    /// Generation: bumped by every batch that changes forwarding.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A port by id.
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&Port> {
+        self.ports.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// A port by interface name.
+    pub fn port_by_name(&self, name: &str) -> Option<&Port> {
+        self.port_names.get(name).and_then(|&id| self.port(id))
+    }
+
+    /// All ports in id order.
+    pub fn ports(&self) -> impl Iterator<Item = &Port> + '_ {
+        self.ports.iter().filter_map(Option::as_ref)
+    }
+
+    /// Lowest unused port id.
+    pub fn free_port_id(&self) -> Option<PortId> {
+        (0..MAX_PORTS)
+            .map(PortId)
+            .find(|id| self.port(*id).is_none())
+    }
+
+    /// A VRF by id.
+    #[inline]
+    pub fn vrf(&self, id: VrfId) -> Option<&Vrf> {
+        self.vrfs.get(id.0 as usize).and_then(|v| v.as_deref())
+    }
+
+    /// Existing VRF ids.
+    pub fn vrf_ids(&self) -> impl Iterator<Item = VrfId> + '_ {
+        self.vrfs
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_some())
+            .map(|(i, _)| VrfId(i as u32))
+    }
+
+    /// The next-hop table.
+    #[inline]
+    pub fn next_hops(&self) -> &NextHopTable {
+        &self.next_hops
+    }
+
+    /// A next hop by id.
+    #[inline]
+    pub fn next_hop(&self, id: NextHopId) -> Option<&NextHop> {
+        self.next_hops.get(id)
+    }
+
+    /// The neighbor table.
+    #[inline]
+    pub fn neighbors(&self) -> &NeighborTable {
+        &self.neighbors
+    }
+
+    /// Routes of a VRF as (prefix, next hop), IPv4 first, in prefix order.
+    pub fn routes(&self, vrf: VrfId) -> Vec<(IpPrefix, NextHop)> {
+        let Some(table) = self.vrf(vrf) else {
+            return Vec::new();
+        };
+        let v4 = table
+            .ipv4
+            .iter()
+            .map(|(p, nh)| (IpPrefix::V4(p), NextHopId(nh)));
+        let v6 = table
+            .ipv6
+            .iter()
+            .map(|(p, nh)| (IpPrefix::V6(p), NextHopId(nh)));
+        v4.chain(v6)
+            .filter_map(|(p, id)| self.next_hops.get(id).map(|nh| (p, nh.clone())))
+            .collect()
+    }
+
+    /// Heap bytes of all tables (routes dominate).
+    pub fn memory_bytes(&self) -> usize {
+        let vrfs: usize = self
+            .vrfs
+            .iter()
+            .flatten()
+            .map(|v| std::mem::size_of::<Vrf>() + v.ipv4.memory_bytes() + v.ipv6.memory_bytes())
+            .sum();
+        vrfs + self.vrfs.capacity() * 8
+            + self.ports.capacity() * std::mem::size_of::<Option<Port>>()
+            + self.next_hops.memory_bytes()
+            + self.neighbors.memory_bytes()
+    }
+
+    /// Validates and applies `ops` as one transaction (see the module docs).
+    pub fn apply_batch(&mut self, ops: &[TableOp]) -> Result<(), BatchError> {
+        let mut undo: Vec<Mutation> = Vec::new();
+        let mut forwarding_changed = false;
+        for (index, op) in ops.iter().enumerate() {
+            match self.apply_op(op, &mut undo) {
+                Ok(changed) => forwarding_changed |= changed,
+                Err(error) => {
+                    while let Some(m) = undo.pop() {
+                        // Inverses restore a state that existed, so they cannot fail.
+                        let _ = self.mutate(m);
+                    }
+                    return Err(BatchError { index, error });
+                }
+            }
+        }
+        if forwarding_changed {
+            self.generation += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies one op, recording inverses; returns whether forwarding changed.
+    fn apply_op(&mut self, op: &TableOp, undo: &mut Vec<Mutation>) -> Result<bool, TableError> {
+        match op {
+            TableOp::AddVrf { vrf } => {
+                self.ensure_vrf(*vrf, undo)?;
+                Ok(true)
+            }
+            TableOp::DelVrf { vrf } => {
+                if vrf.0 == 0 {
+                    return Err(TableError::DefaultVrf);
+                }
+                self.vrf(*vrf).ok_or(TableError::UnknownVrf(*vrf))?;
+                if let Some(port) = self.ports().find(|p| p.vrf == *vrf) {
+                    return Err(TableError::VrfInUse {
+                        vrf: *vrf,
+                        port: port.name.clone(),
+                    });
+                }
+                for (prefix, _) in self.routes(*vrf) {
+                    self.record(Mutation::RemoveRoute(*vrf, prefix), undo);
+                }
+                self.record(Mutation::RemoveVrf(*vrf), undo);
+                Ok(true)
+            }
+            TableOp::AddPort {
+                id,
+                name,
+                mac,
+                mtu,
+                vrf,
+            } => {
+                if id.0 >= MAX_PORTS {
+                    return Err(TableError::PortIdOutOfRange(id.0));
+                }
+                if self.port(*id).is_some() {
+                    return Err(TableError::PortIdInUse(id.0));
+                }
+                validate_port_name(name)?;
+                if self.port_names.contains_key(name.as_str()) {
+                    return Err(TableError::PortNameInUse(name.clone()));
+                }
+                validate_mtu(*mtu)?;
+                if !mac.is_unicast() || mac.0 == [0; 6] {
+                    return Err(TableError::BadMac(*mac));
+                }
+                self.ensure_vrf(*vrf, undo)?;
+                let port = Port {
+                    id: *id,
+                    name: name.clone(),
+                    mac: *mac,
+                    mtu: *mtu,
+                    vrf: *vrf,
+                    addresses: Vec::new(),
+                    link_local: link_local_from_mac(*mac),
+                };
+                self.record(Mutation::InsertPort(Box::new(port)), undo);
+                Ok(true)
+            }
+            TableOp::SetPortMtu { id, mtu } => {
+                validate_mtu(*mtu)?;
+                self.port(*id).ok_or(TableError::UnknownPort(*id))?;
+                self.record(Mutation::SetMtu(*id, *mtu), undo);
+                Ok(true)
+            }
+            TableOp::DelPort { id } => {
+                let port = self.port(*id).ok_or(TableError::UnknownPort(*id))?.clone();
+                for address in port.addresses.iter().rev() {
+                    self.remove_address(&port, *address, undo)?;
+                }
+                // Routes in any VRF whose next hop (or an ECMP member) uses the port.
+                let vrf_ids: Vec<VrfId> = self.vrf_ids().collect();
+                for vrf in vrf_ids {
+                    for (prefix, nh) in self.routes(vrf) {
+                        if self.next_hop_uses_port(&nh, *id) {
+                            self.record(Mutation::RemoveRoute(vrf, prefix), undo);
+                        }
+                    }
+                }
+                let neighbors: Vec<IpAddr> = self
+                    .neighbors
+                    .iter()
+                    .filter(|((p, _), _)| *p == *id)
+                    .map(|((_, ip), _)| *ip)
+                    .collect();
+                for ip in neighbors {
+                    self.record(Mutation::RemoveNeighbor(*id, ip), undo);
+                }
+                self.record(Mutation::RemovePort(*id), undo);
+                Ok(true)
+            }
+            TableOp::AddAddress { port, address } => {
+                self.add_address(*port, *address, undo)?;
+                Ok(true)
+            }
+            TableOp::DelAddress { port, address } => {
+                let port = self
+                    .port(*port)
+                    .ok_or(TableError::UnknownPort(*port))?
+                    .clone();
+                if !port.addresses.contains(address) {
+                    return Err(TableError::NoSuchAddress(*address));
+                }
+                self.remove_address(&port, *address, undo)?;
+                Ok(true)
+            }
+            TableOp::AddRoute {
+                vrf,
+                prefix,
+                target,
+                replace,
+            } => {
+                if vrf.0 > VrfId::MAX {
+                    return Err(TableError::VrfOutOfRange(vrf.0));
+                }
+                let next_hop = self.resolve_target(*vrf, *prefix, target)?;
+                if let Some(existing) = self.vrf(*vrf).and_then(|v| v.get(*prefix)) {
+                    if matches!(
+                        self.next_hop(existing),
+                        Some(NextHop::Receive | NextHop::Broadcast)
+                    ) {
+                        return Err(TableError::AddressRoute(*prefix));
+                    }
+                    if !replace {
+                        return Err(TableError::RouteExists {
+                            vrf: *vrf,
+                            prefix: *prefix,
+                        });
+                    }
+                }
+                self.ensure_vrf(*vrf, undo)?;
+                self.record(Mutation::SetRoute(*vrf, *prefix, next_hop), undo);
+                Ok(true)
+            }
+            TableOp::DelRoute { vrf, prefix } => {
+                let table = self.vrf(*vrf).ok_or(TableError::UnknownVrf(*vrf))?;
+                let existing = table.get(*prefix).ok_or(TableError::NoSuchRoute {
+                    vrf: *vrf,
+                    prefix: *prefix,
+                })?;
+                if matches!(
+                    self.next_hop(existing),
+                    Some(NextHop::Receive | NextHop::Broadcast)
+                ) {
+                    return Err(TableError::AddressRoute(*prefix));
+                }
+                self.record(Mutation::RemoveRoute(*vrf, *prefix), undo);
+                Ok(true)
+            }
+            TableOp::AddNeighbor { port, ip, mac } => {
+                self.port(*port).ok_or(TableError::UnknownPort(*port))?;
+                validate_neighbor(*ip, *mac)?;
+                let neighbor = Neighbor {
+                    mac: *mac,
+                    kind: NeighborKind::Static,
+                    confirmed_ns: 0,
+                };
+                self.record(Mutation::SetNeighbor(*port, *ip, neighbor), undo);
+                Ok(true)
+            }
+            TableOp::DelNeighbor { port, ip } => {
+                if self.neighbors.get(*port, *ip).is_none() {
+                    return Err(TableError::NoSuchNeighbor {
+                        port: *port,
+                        ip: *ip,
+                    });
+                }
+                self.record(Mutation::RemoveNeighbor(*port, *ip), undo);
+                Ok(true)
+            }
+            TableOp::LearnNeighbor {
+                port,
+                ip,
+                mac,
+                now_ns,
+            } => {
+                self.port(*port).ok_or(TableError::UnknownPort(*port))?;
+                validate_neighbor(*ip, *mac)?;
+                let previous = self.neighbors.get(*port, *ip).copied();
+                if previous.is_some_and(|n| n.kind == NeighborKind::Static) {
+                    return Ok(false);
+                }
+                let neighbor = Neighbor {
+                    mac: *mac,
+                    kind: NeighborKind::Learned,
+                    confirmed_ns: *now_ns,
+                };
+                self.record(Mutation::SetNeighbor(*port, *ip, neighbor), undo);
+                Ok(previous.map(|n| n.mac) != Some(*mac))
+            }
+        }
+    }
+
+    /// Removes learned neighbors not confirmed for `max_age_ns` before `now_ns`; returns
+    /// how many. Static neighbors never expire. Bumps the generation if any was removed.
+    pub fn expire_neighbors(&mut self, now_ns: u64, max_age_ns: u64) -> usize {
+        let removed = self.neighbors.expire(now_ns, max_age_ns);
+        if removed > 0 {
+            self.generation += 1;
+        }
+        removed
+    }
+
+    fn record(&mut self, mutation: Mutation, undo: &mut Vec<Mutation>) {
+        if let Some(inverse) = self.mutate(mutation) {
+            undo.push(inverse);
+        }
+    }
+
+    fn ensure_vrf(&mut self, vrf: VrfId, undo: &mut Vec<Mutation>) -> Result<(), TableError> {
+        if vrf.0 > VrfId::MAX {
+            return Err(TableError::VrfOutOfRange(vrf.0));
+        }
+        if self.vrf(vrf).is_none() {
+            self.record(Mutation::CreateVrf(vrf), undo);
+        }
+        Ok(())
+    }
+
+    fn next_hop_uses_port(&self, next_hop: &NextHop, port: PortId) -> bool {
+        match next_hop {
+            NextHop::Ecmp { members } => members
+                .iter()
+                .any(|m| self.next_hop(*m).and_then(NextHop::port) == Some(port)),
+            other => other.port() == Some(port),
+        }
+    }
+
+    fn add_address(
+        &mut self,
+        port_id: PortId,
+        address: InterfaceAddress,
+        undo: &mut Vec<Mutation>,
+    ) -> Result<(), TableError> {
+        let port = self.port(port_id).ok_or(TableError::UnknownPort(port_id))?;
+        let subnet = IpPrefix::containing(address.addr, address.prefix_len)?;
+        if !usable_interface_address(address.addr)
+            || address.broadcast() == Some(address_v4(address.addr))
+            || (matches!(address.addr, IpAddr::V4(_)) && address.prefix_len <= 30 && {
+                let host = u32::from(address_v4(address.addr)) & (u32::MAX >> address.prefix_len);
+                host == 0
+            })
+        {
+            return Err(TableError::BadAddress(address.addr));
+        }
+        let vrf = port.vrf;
+        for other in self.ports() {
+            for existing in &other.addresses {
+                if existing.addr == address.addr {
+                    return Err(TableError::AddressExists {
+                        address: *existing,
+                        port: other.name.clone(),
+                    });
+                }
+                if other.vrf == vrf && other.id != port_id {
+                    if let Some(other_subnet) = existing.subnet() {
+                        if other_subnet.overlaps(&subnet) {
+                            return Err(TableError::OverlappingAddress {
+                                subnet,
+                                other: other_subnet,
+                                port: other.name.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        // The host route must not already be a static route the operator owns.
+        let host = IpPrefix::host(address.addr);
+        if let Some(existing) = self.vrf(vrf).and_then(|v| v.get(host)) {
+            if self.next_hop(existing) != Some(&NextHop::Receive) {
+                return Err(TableError::RouteExists { vrf, prefix: host });
+            }
+        }
+        self.record(Mutation::AddAddress(port_id, address), undo);
+        self.record(
+            Mutation::SetRoute(
+                vrf,
+                subnet,
+                NextHopValue::Single(NextHop::Connected { port: port_id }),
+            ),
+            undo,
+        );
+        self.record(
+            Mutation::SetRoute(vrf, host, NextHopValue::Single(NextHop::Receive)),
+            undo,
+        );
+        if let Some(broadcast) = address.broadcast() {
+            self.record(
+                Mutation::SetRoute(
+                    vrf,
+                    IpPrefix::host(IpAddr::V4(broadcast)),
+                    NextHopValue::Single(NextHop::Broadcast),
+                ),
+                undo,
+            );
+        }
+        Ok(())
+    }
+
+    fn remove_address(
+        &mut self,
+        port: &Port,
+        address: InterfaceAddress,
+        undo: &mut Vec<Mutation>,
+    ) -> Result<(), TableError> {
+        let subnet = IpPrefix::containing(address.addr, address.prefix_len)?;
+        let others_share_subnet = port
+            .addresses
+            .iter()
+            .any(|a| *a != address && a.subnet() == Some(subnet));
+        let vrf = port.vrf;
+        if !others_share_subnet {
+            if let Some(broadcast) = address.broadcast() {
+                let prefix = IpPrefix::host(IpAddr::V4(broadcast));
+                if self.vrf(vrf).and_then(|v| v.get(prefix)).is_some() {
+                    self.record(Mutation::RemoveRoute(vrf, prefix), undo);
+                }
+            }
+            if self.vrf(vrf).and_then(|v| v.get(subnet)).is_some() {
+                self.record(Mutation::RemoveRoute(vrf, subnet), undo);
+            }
+        }
+        let host = IpPrefix::host(address.addr);
+        if self.vrf(vrf).and_then(|v| v.get(host)).is_some() {
+            self.record(Mutation::RemoveRoute(vrf, host), undo);
+        }
+        self.record(Mutation::RemoveAddress(port.id, address), undo);
+        Ok(())
+    }
+
+    fn resolve_target(
+        &self,
+        vrf: VrfId,
+        prefix: IpPrefix,
+        target: &RouteTarget,
+    ) -> Result<NextHopValue, TableError> {
+        match target {
+            RouteTarget::Blackhole => Ok(NextHopValue::Single(NextHop::Blackhole)),
+            RouteTarget::Unreachable => Ok(NextHopValue::Single(NextHop::Unreachable)),
+            RouteTarget::Dev { port } => {
+                self.check_port_in_vrf(*port, vrf)?;
+                Ok(NextHopValue::Single(NextHop::Connected { port: *port }))
+            }
+            RouteTarget::Via { gateway, port } => {
+                let family_ok = matches!(
+                    (prefix, gateway),
+                    (IpPrefix::V4(_), IpAddr::V4(_)) | (IpPrefix::V6(_), IpAddr::V6(_))
+                );
+                if !family_ok || !is_unicast(*gateway) {
+                    return Err(TableError::BadGateway {
+                        gateway: *gateway,
+                        prefix,
+                    });
+                }
+                let port = match port {
+                    Some(port) => {
+                        self.check_port_in_vrf(*port, vrf)?;
+                        *port
+                    }
+                    None => self
+                        .ports()
+                        .find(|p| p.vrf == vrf && p.on_link(*gateway))
+                        .map(|p| p.id)
+                        .ok_or(TableError::GatewayUnreachable(*gateway))?,
+                };
+                Ok(NextHopValue::Single(NextHop::Gateway {
+                    port,
+                    gateway: *gateway,
+                }))
+            }
+            RouteTarget::Multipath(paths) => {
+                if paths.is_empty() || paths.len() > 64 {
+                    return Err(TableError::BadMultipath);
+                }
+                // Members are resolved here and acquired by `mutate` (as `Ecmp` of values).
+                let mut members = Vec::with_capacity(paths.len());
+                for path in paths {
+                    match path {
+                        RouteTarget::Dev { .. } | RouteTarget::Via { .. } => {
+                            if let NextHopValue::Single(member) =
+                                self.resolve_target(vrf, prefix, path)?
+                            {
+                                members.push(member);
+                            }
+                        }
+                        _ => return Err(TableError::BadMultipath),
+                    }
+                }
+                Ok(NextHopValue::Ecmp(members))
+            }
+        }
+    }
+
+    fn check_port_in_vrf(&self, port: PortId, vrf: VrfId) -> Result<(), TableError> {
+        let p = self.port(port).ok_or(TableError::UnknownPort(port))?;
+        if p.vrf != vrf {
+            return Err(TableError::PortInOtherVrf {
+                port: p.name.clone(),
+                port_vrf: p.vrf,
+                vrf,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a primitive mutation and returns its inverse (None if it was a no-op).
+    fn mutate(&mut self, mutation: Mutation) -> Option<Mutation> {
+        match mutation {
+            Mutation::CreateVrf(id) => {
+                let index = id.0 as usize;
+                if self.vrfs.len() <= index {
+                    self.vrfs.resize_with(index + 1, || None);
+                }
+                if self.vrfs[index].is_some() {
+                    return None;
+                }
+                self.vrfs[index] = Some(Box::default());
+                Some(Mutation::RemoveVrf(id))
+            }
+            Mutation::RemoveVrf(id) => {
+                let slot = self.vrfs.get_mut(id.0 as usize)?;
+                slot.take()?;
+                Some(Mutation::CreateVrf(id))
+            }
+            Mutation::InsertPort(port) => {
+                let index = port.id.0 as usize;
+                if self.ports.len() <= index {
+                    self.ports.resize_with(index + 1, || None);
+                }
+                self.port_names.insert(port.name.clone(), port.id);
+                let id = port.id;
+                self.ports[index] = Some(*port);
+                Some(Mutation::RemovePort(id))
+            }
+            Mutation::RemovePort(id) => {
+                let port = self.ports.get_mut(id.0 as usize)?.take()?;
+                self.port_names.remove(&port.name);
+                Some(Mutation::InsertPort(Box::new(port)))
+            }
+            Mutation::SetMtu(id, mtu) => {
+                let port = self.ports.get_mut(id.0 as usize)?.as_mut()?;
+                let old = std::mem::replace(&mut port.mtu, mtu);
+                Some(Mutation::SetMtu(id, old))
+            }
+            Mutation::AddAddress(id, address) => {
+                let port = self.ports.get_mut(id.0 as usize)?.as_mut()?;
+                port.addresses.push(address);
+                Some(Mutation::RemoveAddress(id, address))
+            }
+            Mutation::RemoveAddress(id, address) => {
+                let port = self.ports.get_mut(id.0 as usize)?.as_mut()?;
+                let position = port.addresses.iter().position(|a| *a == address)?;
+                port.addresses.remove(position);
+                Some(Mutation::AddAddress(id, address))
+            }
+            Mutation::SetRoute(vrf, prefix, next_hop) => {
+                let id = self.acquire_value(next_hop);
+                let table = self.vrfs.get_mut(vrf.0 as usize)?.as_mut()?;
+                let previous = match prefix {
+                    IpPrefix::V4(p) => table.ipv4.insert(p, id.0),
+                    IpPrefix::V6(p) => table.ipv6.insert(p, id.0),
+                };
+                match previous {
+                    Ok(Some(old)) => {
+                        let old_value = self.next_hop_value(NextHopId(old));
+                        self.next_hops.release(NextHopId(old));
+                        old_value.map(|v| Mutation::SetRoute(vrf, prefix, v))
+                    }
+                    Ok(None) => Some(Mutation::RemoveRoute(vrf, prefix)),
+                    Err(_) => {
+                        self.next_hops.release(id);
+                        None
+                    }
+                }
+            }
+            Mutation::RemoveRoute(vrf, prefix) => {
+                let table = self.vrfs.get_mut(vrf.0 as usize)?.as_mut()?;
+                let old = match prefix {
+                    IpPrefix::V4(p) => table.ipv4.remove(p),
+                    IpPrefix::V6(p) => table.ipv6.remove(p),
+                }?;
+                let old_value = self.next_hop_value(NextHopId(old));
+                self.next_hops.release(NextHopId(old));
+                old_value.map(|v| Mutation::SetRoute(vrf, prefix, v))
+            }
+            Mutation::SetNeighbor(port, ip, neighbor) => {
+                match self.neighbors.insert(port, ip, neighbor) {
+                    Some(previous) => Some(Mutation::SetNeighbor(port, ip, previous)),
+                    None => Some(Mutation::RemoveNeighbor(port, ip)),
+                }
+            }
+            Mutation::RemoveNeighbor(port, ip) => {
+                let previous = self.neighbors.remove(port, ip)?;
+                Some(Mutation::SetNeighbor(port, ip, previous))
+            }
+        }
+    }
+
+    /// Acquires a next hop given by value (ECMP members first, then the group).
+    fn acquire_value(&mut self, value: NextHopValue) -> NextHopId {
+        match value {
+            NextHopValue::Single(next_hop) => self.next_hops.acquire(next_hop),
+            NextHopValue::Ecmp(members) => {
+                let ids: Vec<NextHopId> = members
+                    .into_iter()
+                    .map(|member| self.next_hops.acquire(member))
+                    .collect();
+                let group = self.next_hops.acquire(NextHop::Ecmp {
+                    members: ids.clone().into(),
+                });
+                // The group holds its own reference on each member; drop ours.
+                for id in ids {
+                    self.next_hops.release(id);
+                }
+                group
+            }
+        }
+    }
+
+    /// The value form of a next hop, to re-acquire it later.
+    fn next_hop_value(&self, id: NextHopId) -> Option<NextHopValue> {
+        match self.next_hops.get(id)? {
+            NextHop::Ecmp { members } => Some(NextHopValue::Ecmp(
+                members
+                    .iter()
+                    .filter_map(|m| self.next_hops.get(*m).cloned())
+                    .collect(),
+            )),
+            other => Some(NextHopValue::Single(other.clone())),
+        }
+    }
+}
+
+/// A next hop by value: what a route mutation carries, so that an inverse can re-create an
+/// ECMP group whose members were freed in between.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum NextHopValue {
+    Single(NextHop),
+    Ecmp(Vec<NextHop>),
+}
+
+fn validate_port_name(name: &str) -> Result<(), TableError> {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains('/')
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(TableError::BadPortName(name.to_string()));
+    }
+    Ok(())
+}
+
+fn validate_mtu(mtu: u16) -> Result<(), TableError> {
+    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+        return Err(TableError::BadMtu(mtu));
+    }
+    Ok(())
+}
+
+fn validate_neighbor(ip: IpAddr, mac: EthernetAddress) -> Result<(), TableError> {
+    if !is_unicast(ip) {
+        return Err(TableError::BadNeighborAddress(ip));
+    }
+    if !mac.is_unicast() || mac.0 == [0; 6] {
+        return Err(TableError::BadMac(mac));
+    }
+    Ok(())
+}
+
+fn address_v4(addr: IpAddr) -> Ipv4Addr {
+    match addr {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+/// True for an address a host or router can use as its own or as a neighbor.
+pub fn is_unicast(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => {
+            !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast())
+        }
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_loopback() || a.is_multicast()),
+    }
+}
+
+fn usable_interface_address(addr: IpAddr) -> bool {
+    is_unicast(addr)
+}
