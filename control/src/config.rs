@@ -780,3 +780,269 @@ impl From<LpmError> for ConfigError {
         ConfigError::Syntax(e.to_string())
     }
 }
+
+/// Applies CLI changes to a desired state, returning the new state (validated whole) or the
+/// first error. Used identically by the daemon and the dataplane so both agree.
+///
+/// Semantics (iproute2-like):
+/// - `AddPort` on an existing port in the same VRF merges: new addresses are added, MTU and
+///   MAC replaced when given. A different VRF is refused (delete the port first).
+/// - `DelPort` also removes the routes and neighbors that use the port: routes with `dev`
+///   naming it and routes whose gateway is only on its subnets (the kernel does the same).
+/// - `AddRoute` / `AddNeighbor` replace an entry with the same key.
+/// - `DelRoute` / `DelNeighbor` / `DelPort` of something absent is an error.
+pub fn apply_changes(
+    config: &Config,
+    changes: &[crate::proto::Change],
+) -> Result<Config, ConfigError> {
+    use crate::proto::Change;
+    let mut next = config.clone();
+    for (index, change) in changes.iter().enumerate() {
+        let refuse = |what: String, message: String| ConfigError::Invalid {
+            item: Item::Port(index),
+            line: None,
+            what,
+            message,
+        };
+        match change {
+            Change::AddPort(port) => match next.ports.iter_mut().find(|p| p.name == port.name) {
+                Some(existing) => {
+                    if existing.vrf != port.vrf {
+                        return Err(refuse(
+                            format!("port {}", port.name),
+                            format!(
+                                "already in VRF {}; delete it before moving it to VRF {}",
+                                existing.vrf, port.vrf
+                            ),
+                        ));
+                    }
+                    for address in &port.addresses {
+                        if !existing.addresses.contains(address) {
+                            existing.addresses.push(*address);
+                        }
+                    }
+                    if port.mtu.is_some() {
+                        existing.mtu = port.mtu;
+                    }
+                    if port.mac.is_some() {
+                        existing.mac = port.mac;
+                    }
+                }
+                None => next.ports.push(port.clone()),
+            },
+            Change::DelPort { name } => {
+                let Some(position) = next.ports.iter().position(|p| &p.name == name) else {
+                    return Err(refuse(format!("port {name}"), "no such port".into()));
+                };
+                let port = next.ports.remove(position);
+                let subnets: Vec<IpPrefix> = port
+                    .addresses
+                    .iter()
+                    .filter_map(|a| IpPrefix::containing(a.addr, a.len).ok())
+                    .collect();
+                let remaining: Vec<IpPrefix> = next
+                    .ports
+                    .iter()
+                    .filter(|p| p.vrf == port.vrf)
+                    .flat_map(|p| p.addresses.iter())
+                    .filter_map(|a| IpPrefix::containing(a.addr, a.len).ok())
+                    .collect();
+                let only_via_port = |gateway: &IpAddr| {
+                    subnets.iter().any(|s| s.contains(*gateway))
+                        && !remaining.iter().any(|s| s.contains(*gateway))
+                };
+                next.routes.retain(|r| {
+                    let uses_dev = r.dev.as_deref() == Some(name.as_str())
+                        || r.nexthops
+                            .iter()
+                            .any(|p| p.dev.as_deref() == Some(name.as_str()));
+                    let uses_gateway = r.vrf == port.vrf
+                        && (r.dev.is_none() && r.via.as_ref().is_some_and(only_via_port)
+                            || r.nexthops.iter().any(|p| {
+                                p.dev.is_none() && p.via.as_ref().is_some_and(only_via_port)
+                            }));
+                    !(uses_dev || uses_gateway)
+                });
+                next.neighbors.retain(|n| &n.dev != name);
+            }
+            Change::AddRoute(route) => {
+                match next
+                    .routes
+                    .iter_mut()
+                    .find(|r| r.vrf == route.vrf && r.prefix == route.prefix)
+                {
+                    Some(existing) => *existing = route.clone(),
+                    None => next.routes.push(route.clone()),
+                }
+            }
+            Change::DelRoute { vrf, prefix } => {
+                let before = next.routes.len();
+                next.routes
+                    .retain(|r| !(r.vrf == *vrf && r.prefix == *prefix));
+                if next.routes.len() == before {
+                    return Err(refuse(
+                        format!("route {prefix}"),
+                        format!("no such static route in VRF {vrf}"),
+                    ));
+                }
+            }
+            Change::AddNeighbor(neighbor) => {
+                match next
+                    .neighbors
+                    .iter_mut()
+                    .find(|n| n.dev == neighbor.dev && n.ip == neighbor.ip)
+                {
+                    Some(existing) => *existing = neighbor.clone(),
+                    None => next.neighbors.push(neighbor.clone()),
+                }
+            }
+            Change::DelNeighbor { dev, ip } => {
+                let before = next.neighbors.len();
+                next.neighbors.retain(|n| !(&n.dev == dev && n.ip == *ip));
+                if next.neighbors.len() == before {
+                    return Err(refuse(
+                        format!("neighbor {ip}"),
+                        format!("no static neighbor on {dev}"),
+                    ));
+                }
+            }
+        }
+    }
+    next.validate()?;
+    next.check_tables()?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Change;
+
+    const SAMPLE: &str = r#"
+[[port]]
+name = "pod1"
+addresses = ["10.0.1.1/24"]
+
+[[port]]
+name = "pod2"
+addresses = ["10.0.2.1/24"]
+
+[[route]]
+prefix = "10.9.0.0/16"
+via = "10.0.2.7"
+
+[[neighbor]]
+ip = "10.0.1.2"
+mac = "02:00:00:00:00:02"
+dev = "pod1"
+"#;
+
+    #[test]
+    fn parses_and_round_trips() {
+        let config = Config::parse(SAMPLE).unwrap();
+        assert_eq!(config.ports.len(), 2);
+        let again = Config::parse(&config.to_toml()).unwrap();
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let bad = SAMPLE.replace("via = \"10.0.2.7\"", "via = \"10.7.7.7\"");
+        let err = Config::parse(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("line 10: route 10.9.0.0/16"), "{err}");
+        assert!(err.contains("gateway 10.7.7.7"), "{err}");
+
+        let overlap = SAMPLE.replace("10.0.2.1/24", "10.0.1.9/16");
+        let err = Config::parse(&overlap).unwrap_err().to_string();
+        assert!(err.starts_with("line 6: port pod2"), "{err}");
+
+        let syntax = "[[port]]\nname = \"a\"\nmtu = \"big\"\n";
+        let err = Config::parse(syntax).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+
+        let unknown = "[[port]]\nname = \"a\"\ncolour = 1\n";
+        assert!(Config::parse(unknown).is_err());
+    }
+
+    #[test]
+    fn deleting_a_port_takes_its_routes_and_neighbors() {
+        let config = Config::parse(SAMPLE).unwrap();
+        let next = apply_changes(
+            &config,
+            &[Change::DelPort {
+                name: "pod2".into(),
+            }],
+        )
+        .unwrap();
+        assert!(next.routes.is_empty());
+        let next = apply_changes(
+            &next,
+            &[Change::DelPort {
+                name: "pod1".into(),
+            }],
+        )
+        .unwrap();
+        assert!(next.neighbors.is_empty());
+        assert!(apply_changes(
+            &next,
+            &[Change::DelPort {
+                name: "pod1".into()
+            }]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn rejected_changes_leave_the_input_alone() {
+        let config = Config::parse(SAMPLE).unwrap();
+        let bad_route = RouteConfig {
+            prefix: "10.8.0.0/16".parse().unwrap(),
+            vrf: 0,
+            via: Some("192.0.2.1".parse().unwrap()),
+            dev: None,
+            blackhole: false,
+            unreachable: false,
+            nexthops: vec![],
+        };
+        assert!(apply_changes(&config, &[Change::AddRoute(bad_route)]).is_err());
+        assert_eq!(config, Config::parse(SAMPLE).unwrap());
+    }
+
+    #[test]
+    fn plan_of_identical_configs_is_empty_and_changes_are_minimal() {
+        let config = Config::parse(SAMPLE).unwrap();
+        let mut ports = HashMap::new();
+        for (i, p) in config.ports.iter().enumerate() {
+            ports.insert(
+                p.name.clone(),
+                ResolvedPort {
+                    id: PortId(i as u16),
+                    mac: EthernetAddress([2, 0, 0, 0, 1, i as u8]),
+                    mtu: 1500,
+                },
+            );
+        }
+        let mut tables = Tables::new();
+        let ops = plan(&Config::default(), &config, &tables, &ports);
+        tables.apply_batch(&ops).unwrap();
+        assert!(plan(&config, &config, &tables, &ports).is_empty());
+
+        let mut changed = config.clone();
+        changed.routes[0].via = Some("10.0.2.8".parse().unwrap());
+        let ops = plan(&config, &changed, &tables, &ports);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        tables.apply_batch(&ops).unwrap();
+
+        let removed = apply_changes(
+            &changed,
+            &[Change::DelPort {
+                name: "pod2".into(),
+            }],
+        )
+        .unwrap();
+        let ops = plan(&changed, &removed, &tables, &ports);
+        tables.apply_batch(&ops).unwrap();
+        assert!(tables.port_by_name("pod2").is_none());
+        assert!(tables.port_by_name("pod1").is_some());
+    }
+}
