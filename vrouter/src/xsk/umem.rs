@@ -96,6 +96,9 @@ pub(super) struct UmemShared {
 pub struct Umem {
     pub(super) area: Arc<UmemArea>,
     pub(super) shared: Mutex<UmemShared>,
+    /// Per-frame stamps for `frames_mut`'s distinctness check.
+    stamps: Vec<u32>,
+    epoch: u32,
 }
 
 impl Umem {
@@ -140,6 +143,8 @@ impl Umem {
                 headroom,
             }),
             shared: Mutex::new(UmemShared::default()),
+            stamps: vec![0; frame_count as usize],
+            epoch: 0,
         })
     }
 
@@ -209,6 +214,50 @@ impl Umem {
         // SAFETY: as in `frame`; `&mut self` makes this the only userspace view of the area for
         // the borrow's lifetime (sockets hold the area but never create references into it).
         Some(unsafe { std::slice::from_raw_parts_mut(self.area.map.ptr().as_ptr().add(off), len) })
+    }
+
+    /// Whole frames (each `frame_size` bytes) containing the given addresses, at once, for a
+    /// batch: `out[i]` is the frame of `addrs[i]`. Fails (and returns nothing) if an address is
+    /// outside the area or two addresses fall in the same frame, which is what makes handing
+    /// out several `&mut` slices sound. O(n): a stamp per frame, renewed per call.
+    pub fn frames_mut<'a>(
+        &'a mut self,
+        addrs: &[u64],
+        out: &mut Vec<&'a mut [u8]>,
+    ) -> Result<(), XskError> {
+        out.clear();
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.stamps.fill(0);
+            self.epoch = 1;
+        }
+        let frame_size = u64::from(self.area.frame_size);
+        for &addr in addrs {
+            let index = addr / frame_size;
+            let stamp = self
+                .stamps
+                .get_mut(index as usize)
+                .ok_or_else(|| XskError::Config(format!("frame address {addr:#x} out of range")))?;
+            if *stamp == self.epoch {
+                return Err(XskError::Config(format!(
+                    "frame {index} appears twice in one batch"
+                )));
+            }
+            *stamp = self.epoch;
+        }
+        let base = self.area.map.ptr().as_ptr();
+        for &addr in addrs {
+            let offset = (addr / frame_size * frame_size) as usize;
+            // SAFETY: every index was checked above to be < frame_count, so
+            // `offset + frame_size <= area length` and the range lies in the live mapping kept
+            // alive by `self.area`. The stamps prove the frames are pairwise distinct, so the
+            // slices do not overlap, and `&'a mut self` excludes any other userspace view of the
+            // area for `'a`. Kernel access is excluded by the ownership rule on the type.
+            out.push(unsafe {
+                std::slice::from_raw_parts_mut(base.add(offset), self.area.frame_size as usize)
+            });
+        }
+        Ok(())
     }
 
     /// The data a descriptor names (`frame(desc.addr, desc.len)`).

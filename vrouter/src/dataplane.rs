@@ -1,0 +1,649 @@
+//! The control thread's view of the dataplane: the applied desired state, the ports (XDP
+//! attachment and sockets spread over the workers), the table store, and the answers to every
+//! control request.
+//!
+//! A `Sync` or `Apply` is one transaction: new interfaces are opened first (XDP attached,
+//! sockets bound, but not yet in the XSK map, so no traffic reaches them), then the planned
+//! table ops are applied and published; if that fails the new interfaces are closed again and
+//! nothing changed. Only then are sockets registered in the XSK map (traffic starts) and
+//! removed ports closed. A `Sync` identical to the applied state plans no op at all, so a
+//! daemon reconnecting to a running dataplane does not disturb traffic.
+//!
+//! Learned neighbors arrive from the workers as events and are applied as `LearnNeighbor`
+//! batches (refreshes of an unchanged MAC do not bump the generation); learned entries not
+//! confirmed within the neighbor timeout are aged out.
+
+use crate::iface::InterfaceInfo;
+use crate::publish::{Publication, TableStore};
+use crate::worker::{self, Command, IdleMode, WorkerConfig, WorkerHandle, WorkerSnapshot};
+use crate::xdp::{XdpAttachment, XdpMode};
+use crate::xsk::XskConfig;
+use control::config::{apply_changes, Config, ResolvedPort};
+use control::proto::{
+    DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortStatus, Request, Response, RouteEntry,
+    StatsReport, Status,
+};
+use crossbeam::channel::Receiver;
+use pipelines::tables::{NeighborKind, NextHop, TableOp};
+use pipelines::{Counters, DropReason, Event, PipelineConfig, PortId, Stage, VrfId};
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of the dataplane.
+#[derive(Clone, Debug)]
+pub struct DataplaneConfig {
+    /// CPUs for the workers (one worker per CPU).
+    pub cores: Vec<usize>,
+    /// Idle mode of the workers.
+    pub idle: IdleMode,
+    /// XDP attach mode.
+    pub xdp_mode: XdpMode,
+    /// UMEM frames per worker.
+    pub frames: u32,
+    /// Pipeline tunables.
+    pub pipeline: PipelineConfig,
+    /// Learned neighbors not confirmed for this long are removed.
+    pub neighbor_timeout: Duration,
+}
+
+struct PortRuntime {
+    id: PortId,
+    info: InterfaceInfo,
+    xdp: XdpAttachment,
+    /// Duplicates of the sockets' fds, held until they are put in the XSK map.
+    unregistered: Vec<(u32, OwnedFd)>,
+}
+
+/// The dataplane.
+pub struct Dataplane {
+    config: DataplaneConfig,
+    store: TableStore,
+    workers: Vec<WorkerHandle>,
+    events: Receiver<Event>,
+    applied: Config,
+    ports: BTreeMap<String, PortRuntime>,
+    started: Instant,
+    synced: bool,
+    pending_learn: HashMap<(PortId, std::net::IpAddr), pipelines::wire::EthernetAddress>,
+    last_aging: Instant,
+}
+
+impl Dataplane {
+    /// Starts the workers with empty tables.
+    pub fn start(config: DataplaneConfig, stop: Arc<AtomicBool>) -> std::io::Result<Dataplane> {
+        let workers_count = config.cores.len().max(1);
+        let publication = Publication::new(workers_count);
+        let store = TableStore::new(publication.clone());
+        let (events_tx, events_rx) = crossbeam::channel::bounded(4096);
+        let mut workers = Vec::new();
+        for index in 0..workers_count {
+            let worker_config = WorkerConfig {
+                index,
+                cpu: config.cores.get(index).copied(),
+                idle: config.idle,
+                frames: config.frames,
+                xsk: XskConfig::default(),
+                pipeline: PipelineConfig {
+                    hash_seed: config.pipeline.hash_seed ^ index as u64,
+                    ..config.pipeline.clone()
+                },
+            };
+            workers.push(worker::spawn(
+                worker_config,
+                publication.clone(),
+                store.active().clone(),
+                events_tx.clone(),
+                stop.clone(),
+            )?);
+        }
+        Ok(Dataplane {
+            config,
+            store,
+            workers,
+            events: events_rx,
+            applied: Config::default(),
+            ports: BTreeMap::new(),
+            started: Instant::now(),
+            synced: false,
+            pending_learn: HashMap::new(),
+            last_aging: Instant::now(),
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// Answers one request (hello handled by the server).
+    pub fn handle(&mut self, request: Request, daemon_connected: bool) -> Response {
+        match request {
+            Request::Hello { .. } => Response::error(ErrorCode::Protocol, "hello already done"),
+            Request::Sync { config } => {
+                let response = self.reconcile(config);
+                if matches!(response, Response::Ok { .. }) {
+                    self.synced = true;
+                }
+                response
+            }
+            Request::Apply { changes } => match apply_changes(&self.applied, &changes) {
+                Ok(next) => self.reconcile(next),
+                Err(e) => Response::error(ErrorCode::Rejected, e.to_string()),
+            },
+            Request::ShowConfig => Response::Config {
+                config: self.applied.clone(),
+            },
+            Request::Ports => Response::Ports {
+                ports: self.port_status(),
+            },
+            Request::Routes { vrf } => Response::Routes {
+                routes: self.routes(vrf),
+            },
+            Request::Neighbors => Response::Neighbors {
+                neighbors: self.neighbors(),
+            },
+            Request::Stats => Response::Stats {
+                stats: Box::new(self.stats()),
+            },
+            Request::Drops => Response::Drops {
+                drops: self.drops(),
+            },
+            Request::Flows { limit } => Response::Flows {
+                flows: self.flows(limit),
+            },
+            Request::Status => Response::Status {
+                status: Status {
+                    server: format!("vrouter {}", env!("CARGO_PKG_VERSION")),
+                    peer_connected: daemon_connected,
+                    in_sync: self.synced,
+                    last_error: None,
+                    generation: Some(self.store.active().generation()),
+                },
+            },
+        }
+    }
+
+    /// Makes the dataplane match `next` (see the module docs).
+    fn reconcile(&mut self, next: Config) -> Response {
+        if let Err(e) = next.validate().and_then(|()| next.check_tables()) {
+            return Response::error(ErrorCode::Rejected, e.to_string());
+        }
+        // Open new interfaces (not yet receiving traffic).
+        let mut opened: Vec<String> = Vec::new();
+        for port in &next.ports {
+            if self.ports.contains_key(&port.name) {
+                continue;
+            }
+            match self.open_port(&port.name) {
+                Ok(runtime) => {
+                    self.ports.insert(port.name.clone(), runtime);
+                    opened.push(port.name.clone());
+                }
+                Err(message) => {
+                    self.close_ports(&opened);
+                    return Response::error(ErrorCode::Rejected, message);
+                }
+            }
+        }
+        let mut resolved = HashMap::new();
+        for port in &next.ports {
+            let Some(runtime) = self.ports.get(&port.name) else {
+                continue;
+            };
+            let (id, interface_mac, interface_mtu) =
+                (runtime.id, runtime.info.mac, runtime.info.mtu);
+            let mtu = port.mtu.unwrap_or(interface_mtu);
+            if mtu > interface_mtu {
+                self.close_ports(&opened);
+                return Response::error(
+                    ErrorCode::Rejected,
+                    format!(
+                        "port {}: mtu {mtu} exceeds the interface MTU {interface_mtu}",
+                        port.name
+                    ),
+                );
+            }
+            resolved.insert(
+                port.name.clone(),
+                ResolvedPort {
+                    id,
+                    mac: port.mac.unwrap_or(interface_mac),
+                    mtu,
+                },
+            );
+        }
+        let ops = control::config::plan(&self.applied, &next, self.store.active(), &resolved);
+        let generation = match self.store.apply(&ops) {
+            Ok(generation) => generation,
+            Err(e) => {
+                self.close_ports(&opened);
+                return Response::error(ErrorCode::Rejected, describe_batch_error(&ops, &e));
+            }
+        };
+        // Traffic starts on new ports only now that the tables know them.
+        for name in &opened {
+            if let Err(message) = self.start_traffic(name) {
+                tracing::error!("{message}");
+            }
+        }
+        let removed: Vec<String> = self
+            .ports
+            .keys()
+            .filter(|name| next.port(name).is_none())
+            .cloned()
+            .collect();
+        self.close_ports(&removed);
+        self.applied = next;
+        tracing::info!(generation, ops = ops.len(), "configuration applied");
+        Response::Ok { generation }
+    }
+
+    fn open_port(&mut self, name: &str) -> Result<PortRuntime, String> {
+        let info = InterfaceInfo::read(name).map_err(|e| e.to_string())?;
+        let workers = self.workers.len() as u32;
+        if info.rx_queues < workers {
+            return Err(format!(
+                "port {name} has {} RX queue(s) but the vrouter runs {workers} workers: give the interface at least {workers} queues or run fewer workers",
+                info.rx_queues
+            ));
+        }
+        let used: Vec<u16> = self.ports.values().map(|p| p.id.0).collect();
+        let id = (0..pipelines::tables::MAX_PORTS)
+            .find(|i| !used.contains(i))
+            .map(PortId)
+            .ok_or_else(|| "too many ports".to_string())?;
+        let mut xdp = XdpAttachment::attach(name, self.config.xdp_mode)
+            .map_err(|e| format!("port {name}: cannot attach XDP program: {e}"))?;
+        // Queue q belongs to worker q % workers.
+        let mut fds = Vec::new();
+        for (index, worker) in self.workers.iter().enumerate() {
+            let queues: Vec<u32> = (0..info.rx_queues)
+                .filter(|q| (*q as usize) % self.workers.len() == index)
+                .collect();
+            let (reply_tx, reply_rx) = crossbeam::channel::bounded(1);
+            let answer = worker
+                .commands
+                .send(Command::AddQueues {
+                    port: id,
+                    ifname: name.to_string(),
+                    queues,
+                    reply: reply_tx,
+                })
+                .map_err(|_| "worker stopped".to_string())
+                .and_then(|()| {
+                    reply_rx
+                        .recv_timeout(Duration::from_secs(5))
+                        .map_err(|_| "worker did not answer".to_string())
+                })
+                .and_then(|r| r);
+            match answer {
+                Ok(mut worker_fds) => fds.append(&mut worker_fds),
+                Err(message) => {
+                    self.remove_from_workers(id);
+                    return Err(format!(
+                        "port {name}: cannot bind AF_XDP sockets: {message}"
+                    ));
+                }
+            }
+        }
+        for address in &info.host_addresses {
+            if let Err(e) = xdp.add_host_addr(*address) {
+                tracing::warn!("port {name}: host address {address} not passed to the kernel: {e}");
+            }
+        }
+        tracing::info!(
+            port = name,
+            id = id.0,
+            queues = info.rx_queues,
+            mode = ?xdp.attached_mode(),
+            "port opened"
+        );
+        Ok(PortRuntime {
+            id,
+            info,
+            xdp,
+            unregistered: fds,
+        })
+    }
+
+    /// Puts the port's sockets in its XSK map: from now on its traffic reaches the workers.
+    fn start_traffic(&mut self, name: &str) -> Result<(), String> {
+        let Some(runtime) = self.ports.get_mut(name) else {
+            return Ok(());
+        };
+        for (queue, fd) in std::mem::take(&mut runtime.unregistered) {
+            runtime
+                .xdp
+                .register_socket(queue, fd.as_fd())
+                .map_err(|e| format!("port {name} queue {queue}: cannot register socket: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Stops traffic to ports and releases them: XSK map entries first (traffic falls back to
+    /// the kernel), then sockets (frames reclaimed), then the XDP program (detached on drop).
+    fn close_ports(&mut self, names: &[String]) {
+        for name in names {
+            let Some(mut runtime) = self.ports.remove(name) else {
+                continue;
+            };
+            for queue in 0..runtime.info.rx_queues {
+                let _ = runtime.xdp.unregister_socket(queue);
+            }
+            self.remove_from_workers(runtime.id);
+            tracing::info!(port = name.as_str(), "port closed");
+        }
+    }
+
+    fn remove_from_workers(&self, id: PortId) {
+        for worker in &self.workers {
+            let (reply_tx, reply_rx) = crossbeam::channel::bounded(1);
+            if worker
+                .commands
+                .send(Command::RemovePort {
+                    port: id,
+                    reply: reply_tx,
+                })
+                .is_ok()
+            {
+                let _ = reply_rx.recv_timeout(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Applies learned neighbors reported by the workers and ages out old ones. Called by the
+    /// control loop often (every wake-up and at least every 100 ms).
+    pub fn service(&mut self) {
+        let now_ns = self.now_ns();
+        let timeout_ns = self.config.neighbor_timeout.as_nanos() as u64;
+        while let Ok(Event::NeighborLearned { port, ip, mac }) = self.events.try_recv() {
+            self.pending_learn.insert((port, ip), mac);
+        }
+        if !self.pending_learn.is_empty() {
+            let tables = self.store.active();
+            let ops: Vec<TableOp> = self
+                .pending_learn
+                .drain()
+                .filter(|((port, ip), mac)| {
+                    // Skip refreshes of entries confirmed recently: they change nothing.
+                    match tables.neighbors().get(*port, *ip) {
+                        Some(n) if n.kind == NeighborKind::Static => false,
+                        Some(n) => {
+                            n.mac != *mac || now_ns.saturating_sub(n.confirmed_ns) > timeout_ns / 4
+                        }
+                        None => tables.port(*port).is_some(),
+                    }
+                })
+                .map(|((port, ip), mac)| TableOp::LearnNeighbor {
+                    port,
+                    ip,
+                    mac,
+                    now_ns,
+                })
+                .collect();
+            if !ops.is_empty() {
+                if let Err(e) = self.store.apply(&ops) {
+                    tracing::debug!("learned neighbors not applied: {e}");
+                }
+            }
+        }
+        if self.last_aging.elapsed() >= Duration::from_secs(1) {
+            self.last_aging = Instant::now();
+            let removed = self.store.expire_neighbors(now_ns, timeout_ns);
+            if removed > 0 {
+                tracing::debug!(removed, "learned neighbors aged out");
+            }
+        }
+    }
+
+    fn snapshots(&self) -> Vec<WorkerSnapshot> {
+        self.workers
+            .iter()
+            .map(|w| w.snapshot.lock().map(|s| s.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    fn counters(&self) -> Counters {
+        let mut total = Counters::new();
+        for snapshot in self.snapshots() {
+            total.merge(&snapshot.counters);
+        }
+        total
+    }
+
+    fn port_name(&self, id: PortId) -> String {
+        self.store
+            .active()
+            .port(id)
+            .map_or_else(|| id.to_string(), |p| p.name.clone())
+    }
+
+    fn port_status(&self) -> Vec<PortStatus> {
+        let counters = self.counters();
+        let tables = self.store.active();
+        self.ports
+            .iter()
+            .filter_map(|(name, runtime)| {
+                let port = tables.port(runtime.id)?;
+                let c = counters
+                    .ports
+                    .get(runtime.id.0 as usize)
+                    .copied()
+                    .unwrap_or_default();
+                Some(PortStatus {
+                    name: name.clone(),
+                    id: runtime.id.0,
+                    ifindex: runtime.info.ifindex,
+                    mac: port.mac,
+                    mtu: port.mtu,
+                    vrf: port.vrf.0,
+                    addresses: port
+                        .addresses
+                        .iter()
+                        .map(|a| control::config::Cidr {
+                            addr: a.addr,
+                            len: a.prefix_len,
+                        })
+                        .collect(),
+                    queues: runtime.info.rx_queues,
+                    xdp_mode: match runtime.xdp.attached_mode() {
+                        XdpMode::Generic => "generic".into(),
+                        _ => "native".into(),
+                    },
+                    zero_copy: false,
+                    rx_packets: c.rx_packets,
+                    rx_bytes: c.rx_bytes,
+                    tx_packets: c.tx_packets,
+                    tx_bytes: c.tx_bytes,
+                    rx_dropped: c.rx_dropped,
+                })
+            })
+            .collect()
+    }
+
+    fn routes(&self, vrf: Option<u32>) -> Vec<RouteEntry> {
+        let tables = self.store.active();
+        let vrfs: Vec<VrfId> = match vrf {
+            Some(v) => vec![VrfId(v)],
+            None => tables.vrf_ids().collect(),
+        };
+        let mut out = Vec::new();
+        for vrf in vrfs {
+            for (prefix, next_hop) in tables.routes(vrf) {
+                let mut entry = RouteEntry {
+                    vrf: vrf.0,
+                    prefix: prefix.to_string(),
+                    kind: String::new(),
+                    gateways: Vec::new(),
+                    devs: Vec::new(),
+                };
+                let describe = |nh: &NextHop, entry: &mut RouteEntry| match nh {
+                    NextHop::Receive => entry.kind = "local".into(),
+                    NextHop::Blackhole => entry.kind = "blackhole".into(),
+                    NextHop::Unreachable => entry.kind = "unreachable".into(),
+                    NextHop::Broadcast => entry.kind = "broadcast".into(),
+                    NextHop::Connected { port } => {
+                        if entry.kind.is_empty() {
+                            entry.kind = "connected".into();
+                        }
+                        entry.devs.push(self.port_name(*port));
+                    }
+                    NextHop::Gateway { port, gateway } => {
+                        if entry.kind.is_empty() {
+                            entry.kind = "via".into();
+                        }
+                        entry.gateways.push(gateway.to_string());
+                        entry.devs.push(self.port_name(*port));
+                    }
+                    NextHop::Ecmp { .. } => {}
+                };
+                match &next_hop {
+                    NextHop::Ecmp { members } => {
+                        entry.kind = "multipath".into();
+                        for member in members.iter() {
+                            if let Some(nh) = tables.next_hop(*member) {
+                                describe(nh, &mut entry);
+                            }
+                        }
+                    }
+                    nh => describe(nh, &mut entry),
+                }
+                out.push(entry);
+            }
+        }
+        out
+    }
+
+    fn neighbors(&self) -> Vec<NeighborEntry> {
+        let now_ns = self.now_ns();
+        let tables = self.store.active();
+        let mut out: Vec<NeighborEntry> = tables
+            .neighbors()
+            .iter()
+            .map(|((port, ip), n)| NeighborEntry {
+                dev: self.port_name(*port),
+                ip: *ip,
+                mac: n.mac,
+                kind: n.kind,
+                age_secs: (n.kind == NeighborKind::Learned)
+                    .then(|| now_ns.saturating_sub(n.confirmed_ns) / 1_000_000_000),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.dev, a.ip).cmp(&(&b.dev, b.ip)));
+        out
+    }
+
+    fn stats(&self) -> StatsReport {
+        let snapshots = self.snapshots();
+        let mut counters = Counters::new();
+        for s in &snapshots {
+            counters.merge(&s.counters);
+        }
+        StatsReport {
+            workers: self.workers.len(),
+            generation: self.store.active().generation(),
+            stages: Stage::ALL
+                .iter()
+                .map(|stage| (stage.name().to_string(), *counters.stage(*stage)))
+                .collect(),
+            port_names: self
+                .store
+                .active()
+                .ports()
+                .map(|p| (p.id.0, p.name.clone()))
+                .collect(),
+            tx_dropped: snapshots.iter().map(|s| s.tx_dropped).sum(),
+            wakeups: snapshots.iter().map(|s| s.wakeups).sum(),
+            counters,
+        }
+    }
+
+    fn drops(&self) -> Vec<DropEntry> {
+        let snapshots = self.snapshots();
+        let mut counters = Counters::new();
+        for s in &snapshots {
+            counters.merge(&s.counters);
+        }
+        let mut out: Vec<DropEntry> = DropReason::ALL
+            .iter()
+            .map(|r| DropEntry {
+                reason: r.name().into(),
+                description: r.description().into(),
+                count: counters.drops_for(*r),
+            })
+            .collect();
+        out.push(DropEntry {
+            reason: "xsk-kernel-rx-dropped".into(),
+            description: "frames the kernel dropped before the dataplane saw them (RX ring full, fill ring empty)".into(),
+            count: snapshots.iter().map(|s| s.kernel_rx_dropped).sum(),
+        });
+        out
+    }
+
+    fn flows(&self, limit: usize) -> Vec<FlowEntry> {
+        let mut out = Vec::new();
+        for (index, worker) in self.workers.iter().enumerate() {
+            let (reply_tx, reply_rx) = crossbeam::channel::bounded(1);
+            if worker
+                .commands
+                .send(Command::Flows { reply: reply_tx })
+                .is_err()
+            {
+                continue;
+            }
+            let Ok(records) = reply_rx.recv_timeout(Duration::from_secs(2)) else {
+                continue;
+            };
+            for record in records {
+                if out.len() >= limit {
+                    return out;
+                }
+                out.push(FlowEntry {
+                    worker: index,
+                    out_dev: self.port_name(record.action.port()),
+                    record,
+                });
+            }
+        }
+        out
+    }
+
+    /// Stops the workers and releases every port (XDP programs detach).
+    pub fn shutdown(mut self) {
+        let names: Vec<String> = self.ports.keys().cloned().collect();
+        for name in &names {
+            if let Some(runtime) = self.ports.get_mut(name) {
+                for queue in 0..runtime.info.rx_queues {
+                    let _ = runtime.xdp.unregister_socket(queue);
+                }
+            }
+        }
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+        self.ports.clear();
+    }
+}
+
+/// Names the op a batch error is about.
+fn describe_batch_error(ops: &[TableOp], error: &pipelines::tables::BatchError) -> String {
+    match ops.get(error.index) {
+        Some(op) => format!("{} (while applying {})", error.error, describe_op(op)),
+        None => error.to_string(),
+    }
+}
+
+fn describe_op(op: &TableOp) -> String {
+    match op {
+        TableOp::AddPort { name, .. } => format!("port {name}"),
+        TableOp::AddAddress { address, .. } => format!("address {address}"),
+        TableOp::AddRoute { prefix, vrf, .. } => format!("route {prefix} in VRF {vrf}"),
+        TableOp::DelRoute { prefix, vrf } => format!("deletion of route {prefix} in VRF {vrf}"),
+        TableOp::AddNeighbor { ip, .. } => format!("neighbor {ip}"),
+        other => format!("{other:?}"),
+    }
+}
