@@ -124,6 +124,9 @@ pub struct Counters {
     pub icmp_rate_limited: u64,
     /// Packets answered in place (ARP replies, ICMP echo replies).
     pub replied: u64,
+    /// Partial TCP/UDP checksums (sender TX offload) completed in software.
+    #[serde(default)]
+    pub checksums_completed: u64,
 }
 
 impl Counters {
@@ -137,6 +140,7 @@ impl Counters {
             emitted: 0,
             icmp_rate_limited: 0,
             replied: 0,
+            checksums_completed: 0,
         }
     }
 
@@ -207,6 +211,7 @@ impl Counters {
         self.emitted += other.emitted;
         self.icmp_rate_limited += other.icmp_rate_limited;
         self.replied += other.replied;
+        self.checksums_completed += other.checksums_completed;
     }
 }
 

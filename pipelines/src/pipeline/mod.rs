@@ -36,6 +36,7 @@
 mod arp;
 mod ipv4;
 mod ipv6;
+mod offload;
 mod ratelimit;
 mod resolve;
 
@@ -236,6 +237,9 @@ struct Meta {
     dont_fragment: bool,
     /// Non-first fragment (no L4 header).
     later_fragment: bool,
+    /// Part of a fragmented datagram (IPv4: MF or an offset; IPv6: a Fragment header with M
+    /// or an offset, atomic fragments excluded as RFC 8200 4.5 says).
+    fragment: bool,
     key: FlowKey,
     hash: u64,
 }
@@ -527,12 +531,20 @@ impl Pipeline {
                 m.next = Next::Arp;
             }
             Ok(EthernetClass::Ipv4) => match ipv4::parse(port, packet.frame(), m) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if offload::complete_partial_checksum(packet.frame_mut(), m) {
+                        self.counters.checksums_completed += 1;
+                    }
+                }
                 Err(reason) => self.drop_packet(verdict, in_port, reason),
             },
             Ok(EthernetClass::Ipv6 { multicast_dst }) => {
                 match ipv6::parse(port, packet.frame(), multicast_dst, m) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if offload::complete_partial_checksum(packet.frame_mut(), m) {
+                            self.counters.checksums_completed += 1;
+                        }
+                    }
                     Err(reason) => self.drop_packet(verdict, in_port, reason),
                 }
             }
