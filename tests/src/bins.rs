@@ -16,7 +16,8 @@ pub fn binary_path(name: &str) -> Result<PathBuf> {
             Ok(path)
         } else {
             Err(Error::new(format!(
-                "binary {name:?} not found at {} (VROUTER_BIN_DIR is set)",
+                "binary {name:?} not found at {} (VROUTER_BIN_DIR is set): run `cargo build --bins` \
+                 with the profile that directory holds, or fix VROUTER_BIN_DIR",
                 path.display()
             )))
         };

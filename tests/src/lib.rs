@@ -54,6 +54,7 @@
 mod bins;
 mod cmd;
 mod lab;
+mod node;
 mod process;
 mod traffic;
 
@@ -64,6 +65,7 @@ use std::time::{Duration, Instant};
 pub use bins::binary_path;
 pub use cmd::{Error, Result, DEFAULT_TIMEOUT};
 pub use lab::{cleanup_stale, list_netns, state_dir, Lab, Netns};
+pub use node::{CtlOutput, Node};
 pub use process::LabProcess;
 pub use traffic::{
     iperf3_client, iperf3_server, parse_iperf3_json, parse_ping, ping, ping_with, IperfOptions,
