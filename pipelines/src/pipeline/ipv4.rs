@@ -5,7 +5,9 @@ use super::{Meta, Next, Output, Pipeline, Verdict};
 use crate::drop::DropReason;
 use crate::flow::FlowKey;
 use crate::tables::{NextHop, Port, Tables};
-use crate::wire::{checksum, IpProtocol, Ipv4Packet, WireError, ETHERNET_HEADER_LEN};
+use crate::wire::{
+    checksum, IpProtocol, Ipv4Packet, WireError, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
+};
 use std::net::{IpAddr, Ipv4Addr};
 
 pub(super) const ICMP_ECHO_REPLY: u8 = 0;
@@ -23,10 +25,15 @@ pub(super) const CODE_FRAGMENTATION_NEEDED: u8 = 4;
 #[inline]
 pub(super) fn parse(port: &Port, frame: &[u8], m: &mut Meta) -> Result<(), DropReason> {
     let l3 = ETHERNET_HEADER_LEN;
-    let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|e| match e {
+    let bytes = &frame[l3..];
+    let ip = Ipv4Packet::new_checked(bytes).map_err(|e| match e {
         WireError::BadVersion => DropReason::Ipv4BadVersion,
         WireError::BadHeaderLength => DropReason::Ipv4BadHeaderLength,
         WireError::BadTotalLength => DropReason::Ipv4BadTotalLength,
+        // With the fixed 20 bytes present, `Truncated` means the IHL points past the end of
+        // the frame: a bad header length (`ipv4-bad-ihl` covers "IHL below 5 or beyond the
+        // frame"), not a short frame.
+        WireError::Truncated if bytes.len() >= IPV4_HEADER_LEN => DropReason::Ipv4BadHeaderLength,
         _ => DropReason::Ipv4Truncated,
     })?;
     if !ip.verify_checksum() {
@@ -47,6 +54,7 @@ pub(super) fn parse(port: &Port, frame: &[u8], m: &mut Meta) -> Result<(), DropR
     m.ip_len = ip.total_len();
     m.ttl = ip.ttl();
     m.dont_fragment = ip.dont_frag();
+    m.fragment = fragment;
     m.later_fragment = fragment && !ip.is_first_fragment();
     m.l4 = if m.later_fragment {
         0
@@ -187,7 +195,8 @@ impl Pipeline {
 
     /// Splits an IPv4 packet bigger than the egress MTU (DF clear) into fragments, each
     /// rewritten and sent or held like a packet of its own. RFC 791: fragment payloads are
-    /// multiples of 8 bytes; offsets continue from the original's own offset.
+    /// multiples of 8 bytes; offsets continue from the original's own offset; the first
+    /// fragment keeps every option, the others only options with the copied flag.
     fn fragment_and_send(
         &mut self,
         tables: &Tables,
@@ -202,28 +211,47 @@ impl Pipeline {
         let Ok(ip) = Ipv4Packet::new_checked(&frame[l3..]) else {
             return Verdict::Drop(DropReason::Ipv4Truncated);
         };
-        let header_len = ip.header_len() as usize;
-        let payload = ip.payload();
-        let chunk = (out_port.mtu as usize).saturating_sub(header_len) & !7;
-        if chunk == 0 {
+        let first_header = &frame[l3..l3 + ip.header_len() as usize];
+        let later_header = later_fragment_header(first_header);
+        let mtu = out_port.mtu as usize;
+        let first_chunk = mtu.saturating_sub(first_header.len()) & !7;
+        let later_chunk = mtu.saturating_sub(later_header.len()) & !7;
+        if first_chunk == 0 || later_chunk == 0 {
             return Verdict::Drop(DropReason::FragmentationNeeded);
         }
-        let header = &frame[l3..l3 + header_len];
-        let base_offset = ip.frag_offset() as usize; // in bytes
+        let payload = ip.payload();
+        // In bytes.
+        let base_offset = ip.frag_offset() as usize;
+        // A fragment reaching past 65535 bytes of datagram (RFC 791's limit) cannot be split:
+        // its pieces' offsets would not fit the 13-bit field and would wrap, overlapping the
+        // datagram's start at the destination. Forwarded whole it would be the receiver's
+        // problem; re-fragmenting it would be ours.
+        if base_offset + payload.len() > u16::MAX as usize {
+            return Verdict::Drop(DropReason::Ipv4BadTotalLength);
+        }
         let original_more = ip.more_frags();
         let mac = tables.neighbors().get(out_port.id, neighbor).map(|n| n.mac);
         let mut verdict = Verdict::Consumed;
-        for (index, piece) in payload.chunks(chunk).enumerate() {
-            let last = (index + 1) * chunk >= payload.len();
-            let total = header_len + piece.len();
+        let mut done = 0;
+        while done < payload.len() {
+            let (header, chunk) = if done == 0 {
+                (first_header, first_chunk)
+            } else {
+                (later_header.as_slice(), later_chunk)
+            };
+            let piece = &payload[done..payload.len().min(done + chunk)];
+            let last = done + piece.len() == payload.len();
+            let total = header.len() + piece.len();
             let mut fragment = out.buffer(ETHERNET_HEADER_LEN + total);
             fragment[..ETHERNET_HEADER_LEN].copy_from_slice(&frame[..ETHERNET_HEADER_LEN]);
-            fragment[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + header_len].copy_from_slice(header);
-            fragment[ETHERNET_HEADER_LEN + header_len..].copy_from_slice(piece);
+            fragment[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + header.len()]
+                .copy_from_slice(header);
+            fragment[ETHERNET_HEADER_LEN + header.len()..].copy_from_slice(piece);
             {
                 let mut view = Ipv4Packet::new_unchecked(&mut fragment[ETHERNET_HEADER_LEN..]);
+                view.set_header_len(header.len() as u8);
                 view.set_total_len(total as u16);
-                view.set_frag_offset((base_offset + index * chunk) as u16);
+                view.set_frag_offset((base_offset + done) as u16);
                 view.set_more_frags(!last || original_more);
                 view.set_ttl(m.ttl - 1);
                 view.fill_checksum();
@@ -240,6 +268,7 @@ impl Pipeline {
                     }
                 }
             }
+            done += piece.len();
         }
         verdict
     }
@@ -255,7 +284,7 @@ impl Pipeline {
         let Some(port) = tables.port(packet.in_port) else {
             return Some(Verdict::Drop(DropReason::PortUnknown));
         };
-        if m.later_fragment || m.key.src_port == 0 && is_fragment(packet.frame(), m) {
+        if m.fragment {
             return Some(Verdict::Drop(DropReason::LocalFragment));
         }
         let l3 = m.l3 as usize;
@@ -398,6 +427,27 @@ impl Pipeline {
     }
 }
 
-fn is_fragment(frame: &[u8], m: &Meta) -> bool {
-    Ipv4Packet::new_checked(&frame[m.l3 as usize..]).is_ok_and(|ip| ip.is_fragment())
+/// The header of the second and later fragments (RFC 791 3.2): the fixed part plus only the
+/// options whose copied flag (bit 7 of the type) is set, padded with end-of-list to a
+/// multiple of 4. A malformed option ends the walk (nothing after it is copied).
+fn later_fragment_header(header: &[u8]) -> Vec<u8> {
+    let fixed = header.len().min(IPV4_HEADER_LEN);
+    let mut out = header[..fixed].to_vec();
+    let mut options = &header[fixed..];
+    while let Some(&kind) = options.first() {
+        let len = match kind {
+            0 => break, // end of option list
+            1 => 1,     // no-operation, never copied
+            _ => match options.get(1) {
+                Some(&len) if len >= 2 && (len as usize) <= options.len() => len as usize,
+                _ => break,
+            },
+        };
+        if kind & 0x80 != 0 {
+            out.extend_from_slice(&options[..len]);
+        }
+        options = &options[len..];
+    }
+    out.resize(out.len().div_ceil(4) * 4, 0);
+    out
 }

@@ -83,6 +83,7 @@ pub(super) fn parse(
     m.ttl = ip.hop_limit();
     m.dont_fragment = true;
     m.later_fragment = later_fragment;
+    m.fragment = fragment.is_some_and(|f| f.offset != 0 || f.more_frags);
     m.key = FlowKey {
         src: u128::from(src),
         dst: u128::from(dst),
@@ -194,9 +195,10 @@ impl Pipeline {
         if is_link_local(&dst) && dst != port.link_local {
             return Some(Verdict::Drop(DropReason::Ipv6DestinationInvalid));
         }
-        if m.later_fragment
-            || m.key.src_port == 0 && m.key.protocol != u8::from(IpProtocol::Icmpv6) && m.l4 == 0
-        {
+        // No reassembly: every fragment of a datagram for us is dropped, the first one too
+        // (it used to reach the UDP/TCP branch and draw a port unreachable built from a
+        // partial datagram).
+        if m.fragment {
             return Some(Verdict::Drop(DropReason::LocalFragment));
         }
         let l3 = m.l3 as usize;
@@ -251,15 +253,28 @@ impl Pipeline {
                         return Some(Verdict::Drop(DropReason::NdNotForUs));
                     }
                     if src.is_unspecified() {
-                        // Duplicate address detection for our own address: not answered.
-                        return Some(Verdict::Drop(DropReason::NdNotForUs));
+                        // Duplicate address detection for one of our addresses: defend it
+                        // with an advertisement to all-nodes, Solicited clear (RFC 4861
+                        // 7.2.4); nothing to learn. Such a solicitation carries no source
+                        // link-layer option (7.1.1). It used to be dropped unanswered,
+                        // letting the prober take our address.
+                        if link_layer.is_some() {
+                            return Some(Verdict::Drop(DropReason::NdMalformed));
+                        }
+                        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+                        let mac = EthernetAddress::from_ipv6_multicast(&all_nodes);
+                        let reply =
+                            neighbor_advertisement(port, target, all_nodes, mac, false, out);
+                        self.counters.replied += 1;
+                        self.emit(out, in_port, reply);
+                        return Some(Verdict::Consumed);
                     }
                     let mac = link_layer.unwrap_or(src_mac);
                     if !mac.is_unicast() {
                         return Some(Verdict::Drop(DropReason::NdMalformed));
                     }
                     self.learn_v6(port, src, mac, out);
-                    let reply = neighbor_advertisement(port, target, src, mac, out);
+                    let reply = neighbor_advertisement(port, target, src, mac, true, out);
                     self.counters.replied += 1;
                     self.emit(out, in_port, reply);
                     Some(Verdict::Consumed)
@@ -345,7 +360,14 @@ impl Pipeline {
             self.counters.icmp_rate_limited += 1;
             return;
         }
-        let source = if is_link_local(&src) {
+        // RFC 4443 2.2 (a): an error about a packet sent to one of our unicast addresses
+        // comes from that address (it used to come from the ingress port's address even when
+        // the packet was for another port's address or the link-local one).
+        let to_us =
+            !dst.is_multicast() && (dst == port.link_local || is_receive(tables, port, dst));
+        let source = if to_us {
+            dst
+        } else if is_link_local(&src) {
             port.link_local
         } else {
             port.ipv6_towards(src)
@@ -397,17 +419,20 @@ fn nd_link_layer_option(
     Ok(found)
 }
 
-/// Solicited neighbor advertisement for `target` to `dst` at `dst_mac`.
+/// Neighbor advertisement for `target` to `dst` at `dst_mac`, with the Solicited flag as
+/// given (clear when answering duplicate address detection).
 fn neighbor_advertisement(
     port: &Port,
     target: Ipv6Addr,
     dst: Ipv6Addr,
     dst_mac: EthernetAddress,
+    solicited: bool,
     out: &mut Output,
 ) -> Vec<u8> {
     let mut icmp = [0u8; 32];
     icmp[0] = ND_NEIGHBOR_ADVERT;
-    icmp[4] = 0b1110_0000; // router, solicited, override
+    // Router and override, plus solicited when answering a solicitation from a neighbor.
+    icmp[4] = if solicited { 0b1110_0000 } else { 0b1010_0000 };
     icmp[8..24].copy_from_slice(&target.octets());
     icmp[24] = 2; // target link-layer address option
     icmp[25] = 1;

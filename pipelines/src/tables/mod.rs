@@ -586,6 +586,10 @@ enum Mutation {
     RemovePort(PortId),
     SetMtu(PortId, u16),
     AddAddress(PortId, InterfaceAddress),
+    /// Re-insert an address at its former position: the inverse of `RemoveAddress`. The
+    /// order of a port's addresses is behaviour (the first IPv4 address sources ARP requests
+    /// and ICMP errors), so an undo must not move an address to the end.
+    InsertAddress(PortId, usize, InterfaceAddress),
     RemoveAddress(PortId, InterfaceAddress),
     SetRoute(VrfId, IpPrefix, NextHopValue),
     RemoveRoute(VrfId, IpPrefix),
@@ -806,7 +810,11 @@ impl Tables {
             TableOp::DelPort { id } => {
                 let port = self.port(*id).ok_or(TableError::UnknownPort(*id))?.clone();
                 for address in port.addresses.iter().rev() {
-                    self.remove_address(&port, *address, undo)?;
+                    // The port as it is now, without the addresses already removed: with the
+                    // original copy, the last of several addresses sharing a subnet still saw
+                    // the others and left the subnet's broadcast route behind.
+                    let current = self.port(*id).ok_or(TableError::UnknownPort(*id))?.clone();
+                    self.remove_address(&current, *address, undo)?;
                 }
                 // Routes in any VRF whose next hop (or an ECMP member) uses the port.
                 let vrf_ids: Vec<VrfId> = self.vrf_ids().collect();
@@ -1050,8 +1058,17 @@ impl Tables {
             .iter()
             .any(|a| *a != address && a.subnet() == Some(subnet));
         let vrf = port.vrf;
+        // Another address of the VRF may have the same broadcast address with a different
+        // subnet (10.0.0.1/24 and 10.0.0.129/25): its broadcast route must stay.
+        let others_share_broadcast = address.broadcast().is_some_and(|broadcast| {
+            self.ports().filter(|p| p.vrf == vrf).any(|p| {
+                p.addresses
+                    .iter()
+                    .any(|a| *a != address && a.broadcast() == Some(broadcast))
+            })
+        });
         if !others_share_subnet {
-            if let Some(broadcast) = address.broadcast() {
+            if let Some(broadcast) = address.broadcast().filter(|_| !others_share_broadcast) {
                 let prefix = IpPrefix::host(IpAddr::V4(broadcast));
                 if self.vrf(vrf).and_then(|v| v.get(prefix)).is_some() {
                     self.record(Mutation::RemoveRoute(vrf, prefix), undo);
@@ -1188,11 +1205,17 @@ impl Tables {
                 port.addresses.push(address);
                 Some(Mutation::RemoveAddress(id, address))
             }
+            Mutation::InsertAddress(id, position, address) => {
+                let port = self.ports.get_mut(id.0 as usize)?.as_mut()?;
+                let position = position.min(port.addresses.len());
+                port.addresses.insert(position, address);
+                Some(Mutation::RemoveAddress(id, address))
+            }
             Mutation::RemoveAddress(id, address) => {
                 let port = self.ports.get_mut(id.0 as usize)?.as_mut()?;
                 let position = port.addresses.iter().position(|a| *a == address)?;
                 port.addresses.remove(position);
-                Some(Mutation::AddAddress(id, address))
+                Some(Mutation::InsertAddress(id, position, address))
             }
             Mutation::SetRoute(vrf, prefix, next_hop) => {
                 let id = self.acquire_value(next_hop);

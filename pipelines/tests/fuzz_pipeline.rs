@@ -1,0 +1,692 @@
+//! Property tests: arbitrary and mutated frames through `Pipeline::process` on the lab tables,
+//! and random transactions against `Tables::apply_batch` (with traffic in between).
+//!
+//! Invariants checked on every batch:
+//! - no panic; every packet gets exactly one verdict (a sentinel the pipeline never writes
+//!   must be gone);
+//! - per drop reason, the counter grew by exactly the number of packets dropped with it, so
+//!   drops + transmits + consumed == packets;
+//! - every held packet is eventually released or dropped as `neighbor-unresolved`, once;
+//! - what leaves the router is sane: emitted frames come from the egress port's MAC, fit the
+//!   egress MTU, IPv4 headers of transmitted and emitted packets have valid checksums, and
+//!   ICMP/ICMPv6 messages the router builds have valid checksums.
+//!
+//! Case counts are kept small so the file runs in a few seconds in a debug build.
+
+mod common;
+
+use common::*;
+use pipelines::tables::{InterfaceAddress, RouteTarget};
+use pipelines::{DropReason, IpPrefix, PortId, TableOp, Tables, Verdict, VrfId};
+use proptest::prelude::*;
+use proptest::sample::Index;
+
+// --- batch invariants ---------------------------------------------------------------------------
+
+fn ip_len_of(frame: &[u8]) -> Option<usize> {
+    match frame.get(12..14)? {
+        [0x08, 0x00] => {
+            let ip = frame.get(14..)?;
+            Some(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]) as usize)
+        }
+        [0x86, 0xdd] => {
+            let ip = frame.get(14..)?;
+            Some(40 + u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]) as usize)
+        }
+        _ => None,
+    }
+}
+
+fn is_router_address_v4(tables: &Tables, addr: &[u8]) -> bool {
+    tables.ports().any(|p| {
+        p.addresses
+            .iter()
+            .any(|a| a.addr == std::net::IpAddr::V4(<[u8; 4]>::try_from(addr).unwrap().into()))
+    })
+}
+
+/// Checks a frame leaving the router on `port`.
+fn check_outgoing(tables: &Tables, port: PortId, frame: &[u8], built_by_router: bool) {
+    let egress = tables.port(port).expect("egress port exists");
+    assert!(frame.len() >= 14, "runt frame out of {port}");
+    assert_eq!(&frame[6..12], &egress.mac.0, "source MAC of {port}");
+    if let Some(ip_len) = ip_len_of(frame) {
+        assert!(
+            ip_len <= egress.mtu as usize,
+            "{ip_len}-byte packet out of {port} (MTU {})",
+            egress.mtu
+        );
+        assert!(14 + ip_len <= frame.len());
+    }
+    if frame[12..14] == [0x08, 0x00] {
+        let ip = ipv4_of(frame);
+        assert!(ipv4_header_ok(ip), "IPv4 header checksum out of {port}");
+        if built_by_router && ip[9] == 1 && is_router_address_v4(tables, &ip[12..16]) {
+            assert!(ipv4_l4_ok(ip), "ICMP checksum of a router message");
+        }
+    }
+    if built_by_router && frame[12..14] == [0x86, 0xdd] {
+        let ip = ipv6_of(frame);
+        let from_router = tables.ports().any(|p| {
+            ip[8..24] == p.link_local.octets()
+                || p.addresses.iter().any(|a| match a.addr {
+                    std::net::IpAddr::V6(v6) => ip[8..24] == v6.octets(),
+                    _ => false,
+                })
+        });
+        if from_router && ip[6] == 58 && ip[40] != 129 {
+            assert!(
+                ipv6_l4_ok(ip, 40, 58),
+                "ICMPv6 checksum of a router message"
+            );
+            assert!(ip.len() <= 1280 || ip[40] >= 128);
+        }
+    }
+    if frame[12..14] == [0x08, 0x06] && !built_by_router {
+        assert_eq!(parse_arp(frame).0, 2, "only ARP replies are sent in place");
+    }
+}
+
+/// Runs one batch and checks the per-batch invariants.
+fn run_checked(lab: &mut Lab, frames: &[(u16, Vec<u8>)], now_ns: u64) {
+    let before = lab.pipeline.counters();
+    let rx_before: u64 = before.ports.iter().map(|p| p.rx_packets).sum();
+    let batch = lab.batch_at(frames, now_ns); // asserts every verdict is set
+    let after = lab.pipeline.counters();
+    assert_eq!(batch.verdicts.len(), frames.len());
+    for reason in DropReason::ALL {
+        let dropped = batch
+            .verdicts
+            .iter()
+            .filter(|v| **v == Verdict::Drop(*reason))
+            .count() as u64;
+        let delta = after.drops_for(*reason) - before.drops_for(*reason);
+        if *reason == DropReason::NeighborUnresolved {
+            // Held packets timing out during this batch are counted here as well.
+            assert!(delta >= dropped);
+        } else {
+            assert_eq!(delta, dropped, "counter {} vs verdicts", reason.name());
+        }
+    }
+    let drops = batch
+        .verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::Drop(_)))
+        .count();
+    let transmits = batch
+        .verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::Transmit(_)))
+        .count();
+    let consumed = batch
+        .verdicts
+        .iter()
+        .filter(|v| **v == Verdict::Consumed)
+        .count();
+    assert_eq!(
+        drops + transmits + consumed,
+        frames.len(),
+        "{:?}",
+        batch.verdicts
+    );
+    let rx_after: u64 = after.ports.iter().map(|p| p.rx_packets).sum();
+    assert_eq!(rx_after - rx_before, frames.len() as u64);
+    for (verdict, frame) in batch.verdicts.iter().zip(&batch.frames) {
+        if let Verdict::Transmit(port) = verdict {
+            check_outgoing(&lab.tables, *port, frame, false);
+        }
+    }
+    for emitted in &batch.emitted {
+        check_outgoing(&lab.tables, emitted.port, &emitted.frame, true);
+    }
+}
+
+/// Ticks past the last probe: every held packet must be gone, released or counted as
+/// `neighbor-unresolved` exactly once.
+fn drain_held(lab: &mut Lab, now_ns: u64) {
+    let held = lab.pipeline.held_packets() as u64;
+    let unresolved = lab.drops(DropReason::NeighborUnresolved);
+    let mut released = 0;
+    for step in 1..=5 {
+        for emitted in lab.tick(now_ns + step * 1000 * MS) {
+            check_outgoing(&lab.tables, emitted.port, &emitted.frame, true);
+            let frame = &emitted.frame;
+            let arp = frame[12..14] == [0x08, 0x06];
+            let solicitation = frame[12..14] == [0x86, 0xdd] && frame[20] == 58 && frame[54] == 135;
+            if !arp && !solicitation {
+                released += 1;
+            }
+        }
+    }
+    assert_eq!(lab.pipeline.held_packets(), 0, "held packets never expired");
+    let dropped = lab.drops(DropReason::NeighborUnresolved) - unresolved;
+    assert_eq!(
+        released + dropped,
+        held,
+        "released {released} + dropped {dropped}"
+    );
+}
+
+// --- seed frames ----------------------------------------------------------------------------------
+
+/// Valid frames covering every stage, with the port they arrive on.
+fn seeds() -> Vec<(u16, Vec<u8>)> {
+    let p = b"seed payload 0123456789";
+    let big: Vec<u8> = (0..1200u32).map(|i| i as u8).collect();
+    let mut opts = ipv4_header(H0_V4, [192, 168, 1, 5], 64, false);
+    opts.options = [1u8, 1, 1, 0].into();
+    let mut first_fragment = ipv4_header(H0_V4, [203, 0, 113, 5], 9, false);
+    first_fragment.more_fragments = true;
+    vec![
+        (0, udp4(H0, R[0], H0_V4, [192, 168, 5, 5], 64, p)),
+        (0, udp4(H0, R[0], H0_V4, [198, 51, 100, 3], 64, p)),
+        (0, udp4(H0, R[0], H0_V4, [10, 0, 3, 77], 64, p)),
+        (0, udp4(H0, R[0], H0_V4, [8, 8, 8, 8], 2, p)),
+        (0, udp4(H0, R[0], H0_V4, [172, 17, 0, 1], 64, p)),
+        (0, udp4(H0, R[0], H0_V4, router_v4(0), 64, p)),
+        (0, udp4_with_header(H0, R[0], opts, p)),
+        (
+            0,
+            udp4_with_header(
+                H0,
+                R[0],
+                ipv4_header(H0_V4, [203, 0, 113, 5], 64, false),
+                &big,
+            ),
+        ),
+        (0, udp4_with_header(H0, R[0], first_fragment, &big)),
+        (0, tcp4(H0, R[0], H0_V4, [192, 168, 1, 5], 1, p)),
+        (0, icmp4_echo(H0, R[0], H0_V4, router_v4(2), 64, 1, 2, p)),
+        (0, icmp4_echo(H0, R[0], H0_V4, [192, 168, 1, 1], 1, 1, 2, p)),
+        (0, arp(H0, BROADCAST, 1, H0, H0_V4, [0; 6], router_v4(0))),
+        (
+            3,
+            arp(N[3], R[3], 2, N[3], [10, 0, 3, 77], R[3], router_v4(3)),
+        ),
+        (
+            3,
+            arp(
+                N[3],
+                BROADCAST,
+                1,
+                N[3],
+                [10, 0, 3, 2],
+                [0; 6],
+                [10, 0, 3, 2],
+            ),
+        ),
+        (
+            0,
+            udp6(
+                H0,
+                R[0],
+                H0_V6,
+                v6b([0x2001, 0xdb8, 0x100, 1, 0, 0, 0, 5]),
+                64,
+                p,
+            ),
+        ),
+        (
+            0,
+            udp6(
+                H0,
+                R[0],
+                H0_V6,
+                v6b([0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x77]),
+                64,
+                p,
+            ),
+        ),
+        (
+            0,
+            udp6(
+                H0,
+                R[0],
+                H0_V6,
+                v6b([0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 1]),
+                9,
+                &big,
+            ),
+        ),
+        (0, udp6(H0, R[0], H0_V6, router_v6(1), 1, p)),
+        (0, icmp6_echo(H0, R[0], H0_V6, router_v6(0), 64, 3, 4, p)),
+        (0, neighbor_solicit(H0, H0_V6, router_v6(0), 255, Some(H0))),
+        (
+            3,
+            neighbor_advert(
+                N[3],
+                R[3],
+                v6b([0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x77]),
+                router_v6(3),
+                N[3],
+            ),
+        ),
+        (
+            0,
+            ethernet(
+                H0,
+                R[0],
+                0x86dd,
+                &ipv6_raw(
+                    H0_V6,
+                    v6b([0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 5]),
+                    64,
+                    0,
+                    &[
+                        &[43u8, 0, 1, 4, 0, 0, 0, 0][..],
+                        &[44, 0, 253, 0, 0, 0, 0, 0],
+                        &[17, 0, 0, 1, 0, 0, 0, 1],
+                        &[0x9c, 0x40, 0x13, 0x89, 0, 16, 0, 0],
+                        &[7u8; 8],
+                    ]
+                    .concat(),
+                ),
+            ),
+        ),
+    ]
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Xor(Index, u8),
+    Set(Index, u8),
+    /// Mutate a byte among the first 80 (headers).
+    Header(u8, u8),
+    Truncate(Index),
+    Extend(Vec<u8>),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<Index>(), 1u8..=255).prop_map(|(i, x)| Mutation::Xor(i, x)),
+        (any::<Index>(), any::<u8>()).prop_map(|(i, v)| Mutation::Set(i, v)),
+        (0u8..80, any::<u8>()).prop_map(|(i, v)| Mutation::Header(i, v)),
+        any::<Index>().prop_map(Mutation::Truncate),
+        prop::collection::vec(any::<u8>(), 1..64).prop_map(Mutation::Extend),
+    ]
+}
+
+fn apply_mutation(frame: &mut Vec<u8>, mutation: &Mutation) {
+    match mutation {
+        Mutation::Xor(i, x) if !frame.is_empty() => {
+            let at = i.index(frame.len());
+            frame[at] ^= x;
+        }
+        Mutation::Set(i, v) if !frame.is_empty() => {
+            let at = i.index(frame.len());
+            frame[at] = *v;
+        }
+        Mutation::Header(i, v) => {
+            if let Some(byte) = frame.get_mut(*i as usize) {
+                *byte = *v;
+            }
+        }
+        Mutation::Truncate(i) => {
+            let len = i.index(frame.len() + 1);
+            frame.truncate(len);
+        }
+        Mutation::Extend(bytes) => frame.extend_from_slice(bytes),
+        _ => {}
+    }
+}
+
+/// Recomputes the IPv4 header checksum when the header is intact enough to have one, so that
+/// mutations get past checksum verification and reach the later stages.
+fn fix_ipv4_checksum(frame: &mut [u8]) {
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+        return;
+    }
+    let header_len = ((frame[14] & 0x0f) as usize) * 4;
+    if header_len < 20 || frame.len() < 14 + header_len {
+        return;
+    }
+    let ip = &mut frame[14..14 + header_len];
+    ip[10] = 0;
+    ip[11] = 0;
+    let sum = !ones_sum(&[ip]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// A frame built around random bytes: usually a plausible Ethernet header (our MAC or
+/// broadcast, a known EtherType) so that the random part reaches the IP and ARP parsers.
+fn arbitrary_frame() -> impl Strategy<Value = (u16, Vec<u8>)> {
+    let header = (
+        0u16..6,
+        prop_oneof![Just(0u8), Just(1u8), Just(2u8)],
+        prop_oneof![
+            Just(0x0800u16),
+            Just(0x86dd),
+            Just(0x0806),
+            Just(0x8100),
+            any::<u16>()
+        ],
+        prop::collection::vec(any::<u8>(), 0..160),
+    )
+        .prop_map(|(port, dst, ethertype, body)| {
+            let dst_mac = match dst {
+                0 => R[(port as usize).min(4)],
+                1 => BROADCAST,
+                _ => [0x33, 0x33, 0xff, 0, 0, 1],
+            };
+            let mut body = body;
+            // Bias the first nibble towards the right IP version.
+            if let Some(first) = body.first_mut() {
+                match ethertype {
+                    0x0800 => *first = 0x40 | (*first & 0x0f),
+                    0x86dd => *first = 0x60 | (*first & 0x0f),
+                    _ => {}
+                }
+            }
+            (port, ethernet(H0, dst_mac, ethertype, &body))
+        });
+    prop_oneof![
+        3 => header,
+        1 => (0u16..6, prop::collection::vec(any::<u8>(), 0..100)),
+    ]
+}
+
+fn mutated_frame() -> impl Strategy<Value = (u16, Vec<u8>)> {
+    let count = seeds().len();
+    (
+        0..count,
+        prop::collection::vec(mutation(), 0..4),
+        any::<bool>(),
+        prop::option::weighted(0.1, 0u16..6),
+    )
+        .prop_map(|(seed, mutations, fix, port)| {
+            let (seed_port, mut frame) = seeds().swap_remove(seed);
+            for m in &mutations {
+                apply_mutation(&mut frame, m);
+            }
+            if fix {
+                fix_ipv4_checksum(&mut frame);
+            }
+            (port.unwrap_or(seed_port), frame)
+        })
+}
+
+/// Small by default (debug builds, shared CPUs); `PROPTEST_CASES=N` runs a longer hunt.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: cases(96),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn arbitrary_frames_never_break_the_pipeline(
+        batches in prop::collection::vec(prop::collection::vec(arbitrary_frame(), 1..24), 1..4)
+    ) {
+        let mut lab = Lab::new();
+        for (i, batch) in batches.iter().enumerate() {
+            run_checked(&mut lab, batch, T0 + i as u64 * 10 * MS);
+        }
+        drain_held(&mut lab, T0);
+    }
+
+    #[test]
+    fn mutated_frames_never_break_the_pipeline(
+        batches in prop::collection::vec(prop::collection::vec(mutated_frame(), 1..24), 1..4),
+        rate_limited in any::<bool>(),
+    ) {
+        let mut config = lab_config();
+        if rate_limited {
+            config.icmp_errors_per_sec = 5;
+            config.icmp_errors_burst = 3;
+        }
+        let mut lab = Lab::with_config(config);
+        for (i, batch) in batches.iter().enumerate() {
+            run_checked(&mut lab, batch, T0 + i as u64 * 400 * MS);
+        }
+        drain_held(&mut lab, T0 + 2000 * MS);
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The fast path is the slow path remembered: a packet served from the flow cache leaves
+    /// exactly as it would from a fresh pipeline.
+    #[test]
+    fn cached_output_equals_slow_path(frame in mutated_frame()) {
+        let mut warm = Lab::new();
+        let first = warm.send_at(frame.0, &frame.1, T0);
+        let second = warm.send_at(frame.0, &frame.1, T0 + MS);
+        let mut cold = Lab::new();
+        let fresh = cold.send_at(frame.0, &frame.1, T0 + MS);
+        if matches!(first.verdict, Verdict::Transmit(_)) {
+            prop_assert_eq!(second.verdict, fresh.verdict);
+            prop_assert_eq!(&second.frame, &fresh.frame);
+            prop_assert_eq!(second.emitted.len(), fresh.emitted.len());
+        }
+    }
+}
+
+// --- random transactions ------------------------------------------------------------------------
+
+fn small_mac() -> impl Strategy<Value = [u8; 6]> {
+    prop_oneof![
+        8 => (0u8..4).prop_map(|i| [0x02, 0x42, 0, 0, 0, i]),
+        1 => Just([0x01, 0, 0x5e, 0, 0, 1]),
+        1 => Just([0u8; 6]),
+    ]
+}
+
+fn port_id() -> impl Strategy<Value = PortId> {
+    prop_oneof![9 => (0u16..5).prop_map(PortId), 1 => Just(PortId(2000))]
+}
+
+fn vrf_id() -> impl Strategy<Value = VrfId> {
+    prop_oneof![9 => (0u32..3).prop_map(VrfId), 1 => Just(VrfId(5000))]
+}
+
+fn interface_address() -> impl Strategy<Value = InterfaceAddress> {
+    prop::sample::select(vec![
+        "10.0.0.1/24",
+        "10.0.0.2/24",
+        "10.0.0.9/16",
+        "10.0.1.1/24",
+        "10.1.0.1/30",
+        "10.1.0.2/31",
+        "10.2.0.1/32",
+        "10.0.0.0/24",
+        "10.0.0.255/24",
+        "224.0.0.1/4",
+        "2001:db8::1/64",
+        "2001:db8::2/64",
+        "2001:db8:1::1/64",
+        "2001:db8::1/48",
+        "fe80::1/64",
+    ])
+    .prop_map(iface)
+}
+
+fn ip_prefix() -> impl Strategy<Value = IpPrefix> {
+    prop::sample::select(vec![
+        "0.0.0.0/0",
+        "10.0.0.0/24",
+        "10.0.0.1/32",
+        "10.0.0.255/32",
+        "192.168.0.0/16",
+        "192.168.1.0/24",
+        "::/0",
+        "2001:db8::/64",
+        "2001:db8:100::/48",
+    ])
+    .prop_map(prefix)
+}
+
+fn gateway_ip() -> impl Strategy<Value = std::net::IpAddr> {
+    prop::sample::select(vec![
+        "10.0.0.5",
+        "10.0.1.5",
+        "10.1.0.1",
+        "10.9.9.9",
+        "255.255.255.255",
+        "2001:db8::5",
+        "2001:db8:1::5",
+    ])
+    .prop_map(|s| s.parse().expect("ip"))
+}
+
+fn single_target() -> impl Strategy<Value = RouteTarget> {
+    prop_oneof![
+        Just(RouteTarget::Blackhole),
+        Just(RouteTarget::Unreachable),
+        port_id().prop_map(|port| RouteTarget::Dev { port }),
+        (gateway_ip(), prop::option::of(port_id()))
+            .prop_map(|(gateway, port)| RouteTarget::Via { gateway, port }),
+    ]
+}
+
+fn route_target() -> impl Strategy<Value = RouteTarget> {
+    prop_oneof![
+        3 => single_target(),
+        2 => prop::collection::vec(single_target(), 0..4).prop_map(RouteTarget::Multipath),
+    ]
+}
+
+fn port_op() -> impl Strategy<Value = TableOp> {
+    let name = prop::sample::select(vec!["a", "b", "c", "d", "bad/name", ""]);
+    let mtu = prop::sample::select(vec![60u16, 576, 1500, 9000, 9001]);
+    prop_oneof![
+        1 => vrf_id().prop_map(|vrf| TableOp::AddVrf { vrf }),
+        1 => vrf_id().prop_map(|vrf| TableOp::DelVrf { vrf }),
+        4 => (port_id(), name, small_mac(), mtu.clone(), vrf_id()).prop_map(
+            |(id, name, mac, mtu, vrf)| TableOp::AddPort {
+                id,
+                name: name.to_string(),
+                mac: ea(mac),
+                mtu,
+                vrf,
+            }
+        ),
+        1 => (port_id(), mtu).prop_map(|(id, mtu)| TableOp::SetPortMtu { id, mtu }),
+        1 => port_id().prop_map(|id| TableOp::DelPort { id }),
+        4 => (port_id(), interface_address())
+            .prop_map(|(port, address)| TableOp::AddAddress { port, address }),
+        2 => (port_id(), interface_address())
+            .prop_map(|(port, address)| TableOp::DelAddress { port, address }),
+    ]
+}
+
+fn route_or_neighbor_op() -> impl Strategy<Value = TableOp> {
+    prop_oneof![
+        4 => (vrf_id(), ip_prefix(), route_target(), any::<bool>()).prop_map(
+            |(vrf, prefix, target, replace)| TableOp::AddRoute {
+                vrf,
+                prefix,
+                target,
+                replace,
+            }
+        ),
+        2 => (vrf_id(), ip_prefix()).prop_map(|(vrf, prefix)| TableOp::DelRoute { vrf, prefix }),
+        1 => (port_id(), gateway_ip(), small_mac())
+            .prop_map(|(port, ip, mac)| TableOp::AddNeighbor { port, ip, mac: ea(mac) }),
+        1 => (port_id(), gateway_ip()).prop_map(|(port, ip)| TableOp::DelNeighbor { port, ip }),
+        1 => (port_id(), gateway_ip(), small_mac(), 0u64..10).prop_map(
+            |(port, ip, mac, now_ns)| TableOp::LearnNeighbor {
+                port,
+                ip,
+                mac: ea(mac),
+                now_ns,
+            }
+        ),
+    ]
+}
+
+fn table_op() -> impl Strategy<Value = TableOp> {
+    prop_oneof![port_op(), route_or_neighbor_op()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(128), ..config() })]
+
+    #[test]
+    fn random_transactions_are_atomic(
+        batches in prop::collection::vec(prop::collection::vec(table_op(), 1..6), 1..16)
+    ) {
+        let mut tables = Tables::new();
+        for ops in &batches {
+            let before = snapshot(&tables);
+            match tables.apply_batch(ops) {
+                Ok(()) => {
+                    prop_assert!(tables.generation() >= before.generation);
+                }
+                Err(error) => {
+                    prop_assert!(error.index < ops.len());
+                    prop_assert_eq!(&snapshot(&tables), &before, "rejected: {}", error);
+                }
+            }
+            check_references(&tables);
+        }
+        // Tearing everything down leaves no next hop behind.
+        let ports: Vec<PortId> = tables.ports().map(|p| p.id).collect();
+        let teardown: Vec<TableOp> = ports.into_iter().map(|id| TableOp::DelPort { id }).collect();
+        tables.apply_batch(&teardown).expect("delete every port");
+        let vrfs: Vec<VrfId> = tables.vrf_ids().filter(|v| v.0 != 0).collect();
+        let teardown: Vec<TableOp> = vrfs.into_iter().map(|vrf| TableOp::DelVrf { vrf }).collect();
+        tables.apply_batch(&teardown).expect("delete every VRF");
+        for (prefix, _) in tables.routes(VrfId(0)) {
+            tables
+                .apply_batch(&[TableOp::DelRoute { vrf: VrfId(0), prefix }])
+                .expect("delete route");
+        }
+        prop_assert_eq!(tables.next_hops().len(), 0);
+        prop_assert_eq!(tables.neighbors().len(), 0);
+    }
+
+    #[test]
+    fn traffic_between_random_transactions(
+        batches in prop::collection::vec(prop::collection::vec(table_op(), 1..4), 1..6),
+        frames in prop::collection::vec(mutated_frame(), 1..12),
+    ) {
+        let mut lab = Lab::new();
+        for (i, ops) in batches.iter().enumerate() {
+            let _ = lab.tables.apply_batch(ops);
+            check_references(&lab.tables);
+            run_checked(&mut lab, &frames, T0 + i as u64 * 300 * MS);
+        }
+        drain_held(&mut lab, T0 + 2000 * MS);
+    }
+}
+
+#[test]
+fn seeds_are_handled_without_drops_of_malformed_kinds() {
+    // The unmutated seeds are valid: none may be dropped as malformed.
+    let mut lab = Lab::new();
+    let batch = lab.batch_at(&seeds(), T0);
+    for (verdict, (port, frame)) in batch.verdicts.iter().zip(seeds()) {
+        if let Verdict::Drop(reason) = verdict {
+            assert!(
+                !matches!(
+                    reason,
+                    DropReason::EthernetTruncated
+                        | DropReason::Ipv4Truncated
+                        | DropReason::Ipv4BadChecksum
+                        | DropReason::Ipv4BadHeaderLength
+                        | DropReason::Ipv4BadTotalLength
+                        | DropReason::Ipv6Truncated
+                        | DropReason::Ipv6ExtensionHeaders
+                        | DropReason::L4Truncated
+                        | DropReason::ArpMalformed
+                        | DropReason::NdMalformed
+                        | DropReason::IcmpMalformed
+                ),
+                "seed on port {port} dropped as {}: {frame:02x?}",
+                reason.name()
+            );
+        }
+    }
+}
