@@ -33,6 +33,8 @@ pub const BATCH: usize = 64;
 pub const ADAPTIVE_SPIN: Duration = Duration::from_micros(200);
 /// Longest sleep in adaptive mode (bounds command and publication latency).
 pub const ADAPTIVE_SLEEP_MS: u16 = 10;
+/// Most TX kicks per socket per loop iteration (each sends up to 32 frames in copy mode).
+const MAX_KICKS: usize = 16;
 /// Frames kept out of fill rings for packets the router emits.
 const EMIT_RESERVE: usize = 512;
 
@@ -384,9 +386,17 @@ impl Worker {
                 work += socket.tx.len();
                 socket.tx.clear();
             }
-            if socket.sock.tx_pending() > 0 && socket.sock.tx_needs_wakeup() {
+            // Copy mode sends at most 32 frames per kick: kick until the ring is drained, so
+            // the TX ring never fills up behind a 64-frame RX burst. Bounded, in case the
+            // device stops taking frames.
+            for _ in 0..MAX_KICKS {
+                if socket.sock.tx_pending() == 0 || !socket.sock.tx_needs_wakeup() {
+                    break;
+                }
                 self.wakeups += 1;
-                let _ = socket.sock.kick_tx();
+                if socket.sock.kick_tx().is_err() {
+                    break;
+                }
             }
             work += self.pool.reclaim_completions(&mut socket.sock);
             let free = socket.sock.fill_free() as usize;
