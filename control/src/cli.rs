@@ -31,8 +31,8 @@ use crate::config::{
     Cidr, Config, ConfigError, NeighborConfig, PathConfig, PortConfig, RouteConfig,
 };
 use crate::proto::{
-    Change, DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortStatus, Request, Response, Role,
-    RouteEntry, StatsReport, Status,
+    Change, DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortChange, PortStatus, Request,
+    Response, Role, RouteEntry, StatsReport, Status,
 };
 use clap::Parser;
 use pipelines::tables::{MAX_MTU, MIN_MTU};
@@ -694,7 +694,10 @@ fn parse_port(words: &mut Words<'_>) -> Result<Command, UsageError> {
             single
                 .validate()
                 .map_err(|e| words.error(config_error_text(&e)))?;
-            Ok(Command::Change(vec![Change::AddPort(port)]))
+            Ok(Command::Change(vec![Change::AddPort(PortChange {
+                vrf,
+                ..PortChange::from(port)
+            })]))
         }
     }
 }
@@ -1806,9 +1809,9 @@ mod tests {
         );
         assert_eq!(
             change,
-            Change::AddPort(PortConfig {
+            Change::AddPort(PortChange {
                 name: "veth-pod1".into(),
-                vrf: 3,
+                vrf: Some(3),
                 addresses: vec![
                     "10.0.1.1/24".parse().unwrap(),
                     "fd00:1::1/64".parse().unwrap()
@@ -1819,9 +1822,9 @@ mod tests {
         );
         assert_eq!(
             one_change("port a eth0"),
-            Change::AddPort(PortConfig {
+            Change::AddPort(PortChange {
                 name: "eth0".into(),
-                vrf: 0,
+                vrf: None,
                 addresses: vec![],
                 mtu: None,
                 mac: None,

@@ -785,8 +785,9 @@ impl From<LpmError> for ConfigError {
 /// first error. Used identically by the daemon and the dataplane so both agree.
 ///
 /// Semantics (iproute2-like):
-/// - `AddPort` on an existing port in the same VRF merges: new addresses are added, MTU and
-///   MAC replaced when given. A different VRF is refused (delete the port first).
+/// - `AddPort` on an existing port merges: new addresses are added, MTU and MAC replaced when
+///   given; the VRF is kept unless one is given, and a different one is refused (delete the
+///   port first).
 /// - `DelPort` also removes the routes and neighbors that use the port: routes with `dev`
 ///   naming it and routes whose gateway is only on its subnets (the kernel does the same).
 /// - `AddRoute` / `AddNeighbor` replace an entry with the same key.
@@ -807,12 +808,12 @@ pub fn apply_changes(
         match change {
             Change::AddPort(port) => match next.ports.iter_mut().find(|p| p.name == port.name) {
                 Some(existing) => {
-                    if existing.vrf != port.vrf {
+                    if let Some(vrf) = port.vrf.filter(|v| *v != existing.vrf) {
                         return Err(refuse(
                             format!("port {}", port.name),
                             format!(
-                                "already in VRF {}; delete it before moving it to VRF {}",
-                                existing.vrf, port.vrf
+                                "already in VRF {}; delete it before moving it to VRF {vrf}",
+                                existing.vrf
                             ),
                         ));
                     }
@@ -828,7 +829,13 @@ pub fn apply_changes(
                         existing.mac = port.mac;
                     }
                 }
-                None => next.ports.push(port.clone()),
+                None => next.ports.push(PortConfig {
+                    name: port.name.clone(),
+                    vrf: port.vrf.unwrap_or(0),
+                    addresses: port.addresses.clone(),
+                    mtu: port.mtu,
+                    mac: port.mac,
+                }),
             },
             Change::DelPort { name } => {
                 let Some(position) = next.ports.iter().position(|p| &p.name == name) else {
@@ -990,6 +997,29 @@ dev = "pod1"
             }]
         )
         .is_err());
+    }
+
+    #[test]
+    fn port_update_keeps_its_vrf_unless_one_is_given() {
+        let config =
+            Config::parse("[[port]]\nname = \"p\"\nvrf = 2\naddresses = [\"10.0.1.1/24\"]\n")
+                .unwrap();
+        let update = crate::proto::PortChange {
+            name: "p".into(),
+            vrf: None,
+            addresses: vec!["10.0.9.1/24".parse().unwrap()],
+            mtu: Some(1400),
+            mac: None,
+        };
+        let next = apply_changes(&config, &[Change::AddPort(update.clone())]).unwrap();
+        assert_eq!(next.ports[0].vrf, 2);
+        assert_eq!(next.ports[0].addresses.len(), 2);
+        assert_eq!(next.ports[0].mtu, Some(1400));
+        let moved = crate::proto::PortChange {
+            vrf: Some(3),
+            ..update
+        };
+        assert!(apply_changes(&config, &[Change::AddPort(moved)]).is_err());
     }
 
     #[test]

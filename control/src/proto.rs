@@ -58,9 +58,9 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
-    /// Adds a port, or updates it if it exists (addresses are added, VRF/MTU/MAC replaced
-    /// when given).
-    AddPort(crate::config::PortConfig),
+    /// Adds a port, or updates it if it exists (addresses are added, MTU/MAC replaced when
+    /// given; a VRF different from the port's is refused).
+    AddPort(PortChange),
     /// Removes a port.
     DelPort {
         /// Interface.
@@ -84,6 +84,39 @@ pub enum Change {
         /// Address.
         ip: IpAddr,
     },
+}
+
+/// A port to add or update. Unlike [`crate::config::PortConfig`], the VRF is optional: an
+/// update leaves the port's VRF alone unless one is given; a new port goes to VRF 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortChange {
+    /// Linux interface name.
+    pub name: String,
+    /// VRF, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrf: Option<u32>,
+    /// Addresses to add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<crate::config::Cidr>,
+    /// New MTU, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+    /// New MAC, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<EthernetAddress>,
+}
+
+impl From<crate::config::PortConfig> for PortChange {
+    fn from(port: crate::config::PortConfig) -> Self {
+        PortChange {
+            name: port.name,
+            vrf: Some(port.vrf),
+            addresses: port.addresses,
+            mtu: port.mtu,
+            mac: port.mac,
+        }
+    }
 }
 
 /// Requests.

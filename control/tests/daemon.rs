@@ -287,7 +287,7 @@ fn change_is_forwarded_persisted_and_survives_a_restart() {
     assert_eq!(fake.syncs(), vec![Config::default()]);
 
     let mut client = cli(&daemon);
-    let change = Change::AddPort(port("pod1", "10.0.1.1/24"));
+    let change = Change::AddPort(port("pod1", "10.0.1.1/24").into());
     let response = client
         .request(&Request::Apply {
             changes: vec![change.clone()],
@@ -335,7 +335,7 @@ fn rejection_by_the_dataplane_changes_nothing() {
     let mut client = cli(&daemon);
     let response = client
         .request(&Request::Apply {
-            changes: vec![Change::AddPort(port("pod3", "10.0.3.1/24"))],
+            changes: vec![Change::AddPort(port("pod3", "10.0.3.1/24").into())],
         })
         .unwrap();
     assert_eq!(
@@ -426,7 +426,7 @@ fn dataplane_down_change_is_persisted_then_pushed() {
 
     let response = client
         .request(&Request::Apply {
-            changes: vec![Change::AddPort(port("pod1", "10.0.1.1/24"))],
+            changes: vec![Change::AddPort(port("pod1", "10.0.1.1/24").into())],
         })
         .unwrap();
     assert_eq!(response, Response::Ok { generation: 0 });
@@ -816,7 +816,7 @@ fn binary_stops_on_sigterm_and_removes_its_socket() {
     let mut client = Client::connect(&socket, Role::Cli).unwrap();
     let response = client
         .request(&Request::Apply {
-            changes: vec![Change::AddPort(port("pod1", "10.0.1.1/24"))],
+            changes: vec![Change::AddPort(port("pod1", "10.0.1.1/24").into())],
         })
         .unwrap();
     assert_eq!(response, Response::Ok { generation: 0 });
@@ -855,7 +855,7 @@ fn a_change_that_cannot_be_persisted_is_not_kept() {
     fs::write(&state_dir, b"not a directory").unwrap();
 
     let mut client = cli(&daemon);
-    let change = Change::AddPort(port("pod1", "10.0.1.1/24"));
+    let change = Change::AddPort(port("pod1", "10.0.1.1/24").into());
     let response = client
         .request(&Request::Apply {
             changes: vec![change.clone()],
