@@ -298,6 +298,34 @@ fn route_change_while_traffic_flows() {
         config.contains("10.0.3.2") && config.contains("vp3"),
         "{config}"
     );
+    // Remove the port at run time: its route goes with it, its XDP program is detached, and
+    // the other pods keep forwarding.
+    t.node.ctl_ok(&["port", "del", "vp3"]).unwrap();
+    let vp3 = t.node.ns.ip(&["-d", "link", "show", "vp3"]).unwrap();
+    assert!(
+        !vp3.contains("prog/xdp"),
+        "XDP still attached to a removed port: {vp3}"
+    );
+    let routes = t.node.ctl_ok(&["route", "list"]).unwrap();
+    assert!(!routes.contains("10.9.9.0/24"), "{routes}");
+    let r = ping(
+        &t.pod1,
+        "10.0.2.2",
+        3,
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(r.received, 3, "{}", r.output);
+    let r = ping(
+        &pod3,
+        "10.0.1.2",
+        2,
+        Duration::from_millis(100),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    assert_eq!(r.received, 0, "a removed port still forwards");
 }
 
 fn port_tx(node: &Node, name: &str) -> u64 {
