@@ -23,11 +23,11 @@ macro_rules! lpm_table {
                 Self::default()
             }
 
-            /// A table whose root stride follows `policy` (tests exercise every stride and the
-            /// rebuilds between them on small route sets).
+            /// A table with non-default size thresholds (tests reach every root stride, the
+            /// rebuilds between them and the pipelined batch lookup with small route sets).
             #[cfg(test)]
-            pub(crate) fn with_policy(policy: super::poptrie::StridePolicy) -> Self {
-                Self { trie: Poptrie::with_policy(policy) }
+            pub(crate) fn with_tuning(tuning: super::poptrie::Tuning) -> Self {
+                Self { trie: Poptrie::with_tuning(tuning) }
             }
 
             /// Adds the route `prefix -> value`, or changes the value of an existing route.
@@ -104,9 +104,11 @@ macro_rules! lpm_table {
                 self.trie.root_stride()
             }
 
+            /// Size breakdown for benchmarks: (bytes of the structure lookups read, of which
+            /// free-listed, number of node records).
             #[doc(hidden)]
-            pub fn debug_stats(&self) -> String {
-                self.trie.debug_stats()
+            pub fn fast_path_stats(&self) -> (usize, usize, usize) {
+                self.trie.fast_path_bytes()
             }
 
             #[cfg(test)]

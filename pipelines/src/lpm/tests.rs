@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
-use super::poptrie::StridePolicy;
+use super::poptrie::Tuning;
 use super::*;
 
 fn p4(s: &str) -> Ipv4Prefix {
@@ -24,28 +24,45 @@ fn a6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
-/// Every root stride, fixed, plus the automatic policy with tiny thresholds so that small
-/// route sets go through the rebuilds between strides.
-fn policies() -> Vec<StridePolicy> {
+/// Every root stride, fixed, plus automatic strides with tiny thresholds so that small route
+/// sets go through the rebuilds between strides; batched lookups both plain and pipelined.
+fn tunings() -> Vec<Tuning> {
+    let mut all = proptest_tunings();
+    all.push(Tuning {
+        fixed_stride: Some(18),
+        ..Tuning::DEFAULT
+    });
+    all.push(Tuning {
+        fixed_stride: None,
+        promote: [3, 6],
+        demote: [2, 4],
+        cache_resident: 0,
+    });
+    all
+}
+
+/// The tunings of the property tests: strides 6 and 12, rebuilds between them at tiny sizes,
+/// and the pipelined batch lookup (`cache_resident: 0`) as well as the plain one. Stride 18
+/// runs the same code with a 1 MiB root, which is slow to allocate hundreds of times in
+/// unoptimized test builds; the fixed-scenario tests and
+/// `grow_and_shrink_through_every_root_stride` cover it.
+fn proptest_tunings() -> Vec<Tuning> {
     vec![
-        StridePolicy {
-            fixed: Some(6),
-            ..StridePolicy::DEFAULT
+        Tuning {
+            fixed_stride: Some(6),
+            ..Tuning::DEFAULT
         },
-        StridePolicy {
-            fixed: Some(12),
-            ..StridePolicy::DEFAULT
+        Tuning {
+            fixed_stride: Some(12),
+            cache_resident: 0,
+            ..Tuning::DEFAULT
         },
-        StridePolicy {
-            fixed: Some(18),
-            ..StridePolicy::DEFAULT
+        Tuning {
+            fixed_stride: None,
+            promote: [3, usize::MAX],
+            demote: [2, 0],
+            cache_resident: 0,
         },
-        StridePolicy {
-            fixed: None,
-            promote: [3, 6],
-            demote: [2, 4],
-        },
-        StridePolicy::DEFAULT,
     ]
 }
 
@@ -192,8 +209,8 @@ fn empty_table() {
 
 #[test]
 fn overlapping_insert_remove_v4() {
-    for policy in policies() {
-        let mut t = Ipv4Lpm::with_policy(policy);
+    for tuning in tunings() {
+        let mut t = Ipv4Lpm::with_tuning(tuning);
         assert_eq!(t.insert(p4("10.0.0.0/8"), 8).unwrap(), None);
         assert_eq!(t.insert(p4("10.1.0.0/16"), 16).unwrap(), None);
         assert_eq!(t.insert(p4("10.1.1.0/24"), 24).unwrap(), None);
@@ -238,8 +255,8 @@ fn overlapping_insert_remove_v4() {
 
 #[test]
 fn default_and_host_routes_v4() {
-    for policy in policies() {
-        let mut t = Ipv4Lpm::with_policy(policy);
+    for tuning in tunings() {
+        let mut t = Ipv4Lpm::with_tuning(tuning);
         t.insert(p4("0.0.0.0/0"), 1).unwrap();
         t.insert(p4("255.255.255.255/32"), 2).unwrap();
         t.insert(p4("0.0.0.0/32"), 3).unwrap();
@@ -274,8 +291,8 @@ fn default_and_host_routes_v4() {
 
 #[test]
 fn default_and_host_routes_v6() {
-    for policy in policies() {
-        let mut t = Ipv6Lpm::with_policy(policy);
+    for tuning in tunings() {
+        let mut t = Ipv6Lpm::with_tuning(tuning);
         t.insert(p6("::/0"), 1).unwrap();
         t.insert(p6("2001:db8::/32"), 2).unwrap();
         t.insert(p6("2001:db8::1/128"), 3).unwrap();
@@ -310,6 +327,36 @@ fn default_and_host_routes_v6() {
         }
         assert!(t.is_empty());
         t.check_invariants();
+    }
+}
+
+#[test]
+fn lookup_batch_handles_any_slice_lengths() {
+    for tuning in tunings() {
+        let mut t = Ipv4Lpm::with_tuning(tuning);
+        t.insert(p4("10.0.0.0/8"), 1).unwrap();
+        t.insert(p4("10.1.2.3/32"), 2).unwrap();
+        let addrs: Vec<u32> = ["10.1.2.3", "10.9.9.9", "11.0.0.0"]
+            .iter()
+            .map(|a| u32::from(a4(a)))
+            .collect();
+        // Shorter output: only that many lookups.
+        let mut out = [Some(99); 2];
+        t.lookup_batch(&addrs, &mut out);
+        assert_eq!(out, [Some(2), Some(1)]);
+        // Longer output: the rest is left alone.
+        let mut out = [Some(99); 5];
+        t.lookup_batch(&addrs, &mut out);
+        assert_eq!(out, [Some(2), Some(1), None, Some(99), Some(99)]);
+        t.lookup_batch(&[], &mut out);
+        t.lookup_batch(&addrs, &mut []);
+        // Batches longer than the pipeline's lanes.
+        let many: Vec<u32> = (0..1000u32).map(|i| 0x0a01_0200 + i % 7).collect();
+        let mut out = vec![None; many.len()];
+        t.lookup_batch(&many, &mut out);
+        for (a, o) in many.iter().zip(&out) {
+            assert_eq!(*o, t.lookup_u32(*a));
+        }
     }
 }
 
@@ -384,7 +431,7 @@ impl Rng {
 }
 
 /// Grows past both root-stride promotions and shrinks back past both demotions with the
-/// default policy, checking lookups against a per-length reference along the way.
+/// default tuning, checking lookups against a per-length reference along the way.
 #[test]
 fn grow_and_shrink_through_every_root_stride() {
     use std::collections::HashMap;
@@ -547,8 +594,8 @@ macro_rules! check_against_reference {
     ($table:ident, $prefix:ty, $addr:ty, $int:ty, $lookup_int:ident, $ops:expr, $probes:expr) => {{
         let ops: Vec<Op<$prefix>> = $ops;
         let probes: Vec<$int> = $probes;
-        for policy in policies() {
-            let mut t = $table::with_policy(policy);
+        for tuning in proptest_tunings() {
+            let mut t = $table::with_tuning(tuning);
             let mut r = Reference { routes: Vec::new() };
             for op in &ops {
                 match *op {
