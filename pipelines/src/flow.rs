@@ -101,6 +101,12 @@ impl FlowKey {
     }
 }
 
+/// Key equality without a `memcmp` call (the compiler emits one for `[u64; 5] ==`).
+#[inline(always)]
+fn same_key(a: &[u64; 5], b: &[u64; 5]) -> bool {
+    ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0
+}
+
 fn to_ip(value: u128, ipv6: bool) -> IpAddr {
     if ipv6 {
         IpAddr::V6(value.into())
@@ -241,6 +247,21 @@ impl FlowCache {
         self.signatures[self.bucket(hash)]
     }
 
+    /// Second touch, once the signature lines are cached: reads the entry (and its counters)
+    /// whose signature matches, so the batch's entry misses overlap too. Returns a value only
+    /// to keep the loads alive.
+    #[inline]
+    pub fn touch_entry(&self, hash: u64) -> u64 {
+        let base = self.bucket(hash);
+        let signature = Self::signature(hash);
+        for slot in base..base + WAYS {
+            if self.signatures[slot] == signature {
+                return self.entries[slot].key[0] ^ self.stats[slot].packets;
+            }
+        }
+        0
+    }
+
     /// Looks `key` up under table `generation` at time `now`; on a hit refreshes the entry's
     /// age and adds `bytes` to its counters.
     #[inline]
@@ -260,7 +281,7 @@ impl FlowCache {
                 continue;
             }
             let entry = &mut self.entries[slot];
-            if entry.key != words {
+            if !same_key(&entry.key, &words) {
                 continue;
             }
             if entry.generation != generation as u32
@@ -299,7 +320,7 @@ impl FlowCache {
         let mut oldest = (0u32, base);
         for slot in base..base + WAYS {
             let sig = self.signatures[slot];
-            if sig == signature && self.entries[slot].key == words {
+            if sig == signature && same_key(&self.entries[slot].key, &words) {
                 chosen = Some(slot);
                 break;
             }
@@ -325,7 +346,8 @@ impl FlowCache {
         if self.signatures[slot] == 0 {
             self.live += 1;
         }
-        let same_flow = self.signatures[slot] == signature && self.entries[slot].key == words;
+        let same_flow =
+            self.signatures[slot] == signature && same_key(&self.entries[slot].key, &words);
         self.signatures[slot] = signature;
         self.entries[slot] = Entry {
             key: words,

@@ -361,6 +361,11 @@ impl Pipeline {
                 m.hash = m.key.hash(seed);
                 std::hint::black_box(self.flow.touch(m.hash));
             }
+            // Then the matching entries: with a cache bigger than the CPU caches, each entry
+            // is a DRAM miss, and touching them back to back overlaps those misses.
+            for m in meta.iter().filter(|m| m.next == Next::Flow) {
+                std::hint::black_box(self.flow.touch_entry(m.hash));
+            }
             let generation = tables.generation();
             for i in 0..n {
                 if meta[i].next != Next::Flow {
