@@ -2,8 +2,8 @@
 # Instructions per packet of the flow-cache hit path, counted by callgrind (this machine has
 # no hardware performance counters; instruction counts are exact and repeatable).
 #
-# Runs `vrouter-perf pipeline --scenario flow-hit-10k --runs 1` under callgrind twice, with
-# SMALL and LARGE packet counts. Setup, warm-up and everything else are identical in both, so
+# Runs `vrouter-perf pipeline --scenario flow-hit-10k --runs 1 --no-repeat` under callgrind
+# twice, with SMALL and LARGE packet counts. Setup, warm-up and everything else are identical in both, so
 # (instructions(LARGE) - instructions(SMALL)) / (LARGE - SMALL) is the cost of one packet in
 # the timed loop: Pipeline::process on batches of 64, plus the benchmark's own per-batch
 # verdict check (a few instructions per packet). The same subtraction per source file and
@@ -50,7 +50,7 @@ count() {
     local packets=$1
     local out=$work/callgrind.$packets
     valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$binary" pipeline --scenario "$scenario" --packets "$packets" --runs 1 \
+        "$binary" pipeline --scenario "$scenario" --packets "$packets" --runs 1 --no-repeat \
         >"$work/stdout.$packets" 2>"$work/valgrind.$packets" || {
         echo "$0: run with $packets packets failed:" >&2
         cat "$work/stdout.$packets" "$work/valgrind.$packets" >&2
@@ -89,4 +89,4 @@ echo "where they go (instructions/packet by source file and the function it is i
 awk -F'\t' -v d="$delta" -v top="$top" '
     NR == FNR { small[$2] = $1; next }
     { per = ($1 - small[$2]) / d; if (per >= 0.5) printf "%8.1f  %s\n", per, $2 }
-' "$work/small.tsv" "$work/large.tsv" | sort -rn | head -n "$top"
+' "$work/small.tsv" "$work/large.tsv" | sort -rn | awk -v top="$top" 'NR <= top'
