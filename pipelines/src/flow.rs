@@ -317,7 +317,7 @@ impl FlowCache {
         let signature = Self::signature(hash);
         let words = key.to_words();
         let mut chosen = None;
-        let mut oldest = (0u32, base);
+        let mut oldest = (0u32, usize::MAX);
         for slot in base..base + WAYS {
             let sig = self.signatures[slot];
             if sig == signature && same_key(&self.entries[slot].key, &words) {
@@ -332,7 +332,9 @@ impl FlowCache {
             let age = now.wrapping_sub(entry.last_used);
             if entry.generation != generation as u32 || age > self.idle_timeout_ticks {
                 chosen.get_or_insert(slot);
-            } else if age >= oldest.0 {
+            } else if age > oldest.0 || oldest.1 == usize::MAX {
+                // Strictly older wins: on a tie the earlier way (inserted first) goes, never
+                // the newest entry.
                 oldest = (age, slot);
             }
         }
@@ -466,6 +468,22 @@ mod tests {
             cache.lookup(&k0, k0.hash(7), 1, 12, 64),
             Lookup::Hit(..)
         ));
+    }
+
+    #[test]
+    fn eviction_on_a_tie_keeps_the_newest_entry() {
+        let mut cache = FlowCache::new(4, 1_000_000); // one bucket, constant clock
+        for n in 0..100 {
+            let k = key(n);
+            cache.insert(k, k.hash(7), action(1), 1, 5, 64);
+        }
+        let k99 = key(99);
+        assert!(matches!(
+            cache.lookup(&k99, k99.hash(7), 1, 5, 64),
+            Lookup::Hit(..)
+        ));
+        let k0 = key(0);
+        assert_eq!(cache.lookup(&k0, k0.hash(7), 1, 5, 64), Lookup::Miss);
     }
 
     #[test]

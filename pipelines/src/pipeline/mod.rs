@@ -222,6 +222,10 @@ enum Next {
     Local,
 }
 
+impl Next {
+    const COUNT: usize = 5;
+}
+
 /// Per-packet scratch state between stages.
 #[derive(Clone, Copy, Debug, Default)]
 struct Meta {
@@ -336,9 +340,14 @@ impl Pipeline {
         meta.clear();
         meta.resize(n, Meta::default());
 
+        // Stage clock: one read per stage that runs, each stage's end being the next one's
+        // start (stages with no packet are skipped without reading it).
+        let mut clock = Instant::now();
+        // Packets waiting for each stage, kept up to date instead of rescanning the batch.
+        let mut waiting = [0usize; Next::COUNT];
+
         // ethernet-input
         if n > 0 {
-            let start = Instant::now();
             // Touch every frame's first cache line before parsing any: frames just written by
             // the kernel on another CPU miss in this core's cache, and issuing the loads of
             // the whole batch back to back lets those misses overlap instead of queueing.
@@ -347,15 +356,15 @@ impl Pipeline {
             }
             for i in 0..n {
                 self.ethernet_input(tables, &mut packets[i], &mut meta[i], &mut verdicts[i]);
+                waiting[meta[i].next as usize] += 1;
             }
-            self.account(Stage::EthernetInput, n, start);
+            clock = self.account(Stage::EthernetInput, n, clock);
         }
 
         // flow-lookup: hash and touch every bucket first so the cache misses of the batch
         // overlap, then look up and rewrite the hits.
-        let flows = meta.iter().filter(|m| m.next == Next::Flow).count();
+        let flows = waiting[Next::Flow as usize];
         if flows > 0 {
-            let start = Instant::now();
             let seed = self.config.hash_seed;
             for m in meta.iter_mut().filter(|m| m.next == Next::Flow) {
                 m.hash = m.key.hash(seed);
@@ -382,39 +391,28 @@ impl Pipeline {
                         m.next = Next::Done;
                         self.transmit(&mut verdicts[i], action.port(), packet.len);
                     }
-                    _ => m.next = Next::Lookup,
+                    _ => {
+                        m.next = Next::Lookup;
+                        waiting[Next::Lookup as usize] += 1;
+                    }
                 }
             }
-            self.account(Stage::FlowLookup, flows, start);
+            clock = self.account(Stage::FlowLookup, flows, clock);
         }
 
-        self.run_stage(
-            Stage::IpLookup,
-            Next::Lookup,
-            tables,
-            packets,
-            &mut meta,
-            verdicts,
-            out,
-        );
-        self.run_stage(
-            Stage::IpLocal,
-            Next::Local,
-            tables,
-            packets,
-            &mut meta,
-            verdicts,
-            out,
-        );
-        self.run_stage(
-            Stage::ArpInput,
-            Next::Arp,
-            tables,
-            packets,
-            &mut meta,
-            verdicts,
-            out,
-        );
+        for (stage, next) in [
+            (Stage::IpLookup, Next::Lookup),
+            (Stage::IpLocal, Next::Local),
+            (Stage::ArpInput, Next::Arp),
+        ] {
+            let count = waiting[next as usize];
+            if count == 0 {
+                continue;
+            }
+            let to_local = self.run_stage(next, tables, packets, &mut meta, verdicts, out);
+            waiting[Next::Local as usize] += to_local;
+            clock = self.account(stage, count, clock);
+        }
 
         self.meta = meta;
         self.resolve_pending(tables, out);
@@ -427,22 +425,18 @@ impl Pipeline {
         self.resolve_pending(tables, out);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Runs the packets waiting for `next` through their stage; returns how many the stage
+    /// sent on to ip-local.
     fn run_stage(
         &mut self,
-        stage: Stage,
         next: Next,
         tables: &Tables,
         packets: &mut [Packet<'_>],
         meta: &mut [Meta],
         verdicts: &mut [Verdict],
         out: &mut Output,
-    ) {
-        let count = meta.iter().filter(|m| m.next == next).count();
-        if count == 0 {
-            return;
-        }
-        let start = Instant::now();
+    ) -> usize {
+        let mut to_local = 0;
         for i in 0..meta.len() {
             if meta[i].next != next {
                 continue;
@@ -471,16 +465,20 @@ impl Pipeline {
                 self.finish(&mut verdicts[i], &packets[i], verdict);
             } else {
                 meta[i].next = Next::Local;
+                to_local += 1;
             }
         }
-        self.account(stage, count, start);
+        to_local
     }
 
-    fn account(&mut self, stage: Stage, packets: usize, start: Instant) {
+    /// Records a stage run that started at `start`; returns its end (the next start).
+    fn account(&mut self, stage: Stage, packets: usize, start: Instant) -> Instant {
+        let end = Instant::now();
         let stats = &mut self.counters.stages[stage as usize];
         stats.calls += 1;
         stats.packets += packets as u64;
-        stats.nanos += start.elapsed().as_nanos() as u64;
+        stats.nanos += end.duration_since(start).as_nanos() as u64;
+        end
     }
 
     #[inline]
