@@ -782,7 +782,8 @@ impl From<LpmError> for ConfigError {
 }
 
 /// Applies CLI changes to a desired state, returning the new state (validated whole) or the
-/// first error. Used identically by the daemon and the dataplane so both agree.
+/// first error. The daemon uses this; the dataplane uses [`merge_changes`] (the same
+/// semantics) and validates by applying the result to its tables, so both agree.
 ///
 /// Semantics (iproute2-like):
 /// - `AddPort` on an existing port merges: new addresses are added, MTU and MAC replaced when
@@ -793,6 +794,17 @@ impl From<LpmError> for ConfigError {
 /// - `AddRoute` / `AddNeighbor` replace an entry with the same key.
 /// - `DelRoute` / `DelNeighbor` / `DelPort` of something absent is an error.
 pub fn apply_changes(
+    config: &Config,
+    changes: &[crate::proto::Change],
+) -> Result<Config, ConfigError> {
+    let next = merge_changes(config, changes)?;
+    next.check_tables()?;
+    Ok(next)
+}
+
+/// [`apply_changes`] without the in-memory table build: item checks only. For the dataplane,
+/// whose own transaction on its tables is the authoritative (and all-or-nothing) check.
+pub fn merge_changes(
     config: &Config,
     changes: &[crate::proto::Change],
 ) -> Result<Config, ConfigError> {
@@ -916,7 +928,6 @@ pub fn apply_changes(
         }
     }
     next.validate()?;
-    next.check_tables()?;
     Ok(next)
 }
 

@@ -18,7 +18,7 @@ use crate::publish::{Publication, TableStore};
 use crate::worker::{self, Command, IdleMode, WorkerConfig, WorkerHandle, WorkerSnapshot};
 use crate::xdp::{XdpAttachment, XdpMode};
 use crate::xsk::XskConfig;
-use control::config::{apply_changes, Config, ResolvedPort};
+use control::config::{merge_changes, Config, ResolvedPort};
 use control::proto::{
     DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortStatus, Request, Response, RouteEntry,
     StatsReport, Status,
@@ -128,7 +128,7 @@ impl Dataplane {
                 }
                 response
             }
-            Request::Apply { changes } => match apply_changes(&self.applied, &changes) {
+            Request::Apply { changes } => match merge_changes(&self.applied, &changes) {
                 Ok(next) => self.reconcile(next),
                 Err(e) => Response::error(ErrorCode::Rejected, e.to_string()),
             },
@@ -167,7 +167,10 @@ impl Dataplane {
 
     /// Makes the dataplane match `next` (see the module docs).
     fn reconcile(&mut self, next: Config) -> Response {
-        if let Err(e) = next.validate().and_then(|()| next.check_tables()) {
+        // Item checks only: applying the planned ops to the standby tables is the complete,
+        // all-or-nothing check (building a second copy of a million routes just to validate
+        // would double the cost of a large sync).
+        if let Err(e) = next.validate() {
             return Response::error(ErrorCode::Rejected, e.to_string());
         }
         // Open new interfaces (not yet receiving traffic).
