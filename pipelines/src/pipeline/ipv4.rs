@@ -1,10 +1,11 @@
 //! IPv4: ingress validation and flow key, the slow path (route lookup, TTL, MTU and
 //! fragmentation, ICMP errors) and packets addressed to the router.
 
+use super::resolve::Route;
 use super::{Meta, Next, Output, Pipeline, Verdict};
 use crate::drop::DropReason;
 use crate::flow::FlowKey;
-use crate::tables::{NextHop, Port, Tables};
+use crate::tables::{Port, Tables};
 use crate::wire::{
     checksum, IpProtocol, Ipv4Packet, WireError, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
 };
@@ -120,52 +121,21 @@ impl Pipeline {
         m: &mut Meta,
         out: &mut Output,
     ) -> Option<Verdict> {
-        let Some(port) = tables.port(packet.in_port) else {
-            return Some(Verdict::Drop(DropReason::PortUnknown));
-        };
-        let Some(vrf) = tables.vrf(port.vrf) else {
-            return Some(Verdict::Drop(DropReason::VrfUnknown));
-        };
         let dst = Ipv4Addr::from(m.key.dst as u32);
-        let Some(id) = vrf.lookup(IpAddr::V4(dst)) else {
-            self.icmp4_error(
-                tables,
-                packet,
-                m,
-                ICMP_DEST_UNREACHABLE,
-                CODE_NET_UNREACHABLE,
-                0,
-                out,
-            );
-            return Some(Verdict::Drop(DropReason::NoRoute));
-        };
-        let Some(next_hop) = self.select_path(tables, id, m.hash) else {
-            return Some(Verdict::Drop(DropReason::NextHopInvalid));
-        };
-        let (out_port, neighbor) = match next_hop {
-            NextHop::Receive => return None,
-            NextHop::Blackhole => return Some(Verdict::Drop(DropReason::Blackhole)),
-            NextHop::Broadcast => return Some(Verdict::Drop(DropReason::DirectedBroadcast)),
-            NextHop::Unreachable => {
-                self.icmp4_error(
-                    tables,
-                    packet,
-                    m,
-                    ICMP_DEST_UNREACHABLE,
-                    CODE_HOST_UNREACHABLE,
-                    0,
-                    out,
-                );
-                return Some(Verdict::Drop(DropReason::Unreachable));
+        let (out_port, neighbor) = match self.route(tables, packet.in_port, IpAddr::V4(dst), m.hash)
+        {
+            Route::Local => return None,
+            Route::Drop(reason) => return Some(Verdict::Drop(reason)),
+            Route::Unreachable(reason) => {
+                let code = if reason == DropReason::NoRoute {
+                    CODE_NET_UNREACHABLE
+                } else {
+                    CODE_HOST_UNREACHABLE
+                };
+                self.icmp4_error(tables, packet, m, ICMP_DEST_UNREACHABLE, code, 0, out);
+                return Some(Verdict::Drop(reason));
             }
-            NextHop::Connected { port } => (*port, IpAddr::V4(dst)),
-            NextHop::Gateway {
-                port,
-                gateway: gateway @ IpAddr::V4(_),
-            } => (*port, *gateway),
-            NextHop::Gateway { .. } | NextHop::Ecmp { .. } => {
-                return Some(Verdict::Drop(DropReason::NextHopInvalid))
-            }
+            Route::Forward { port, neighbor } => (port, neighbor),
         };
         if m.ttl <= 1 {
             self.icmp4_error(tables, packet, m, ICMP_TIME_EXCEEDED, 0, 0, out);

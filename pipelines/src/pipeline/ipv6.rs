@@ -2,7 +2,7 @@
 //! path (hop limit, Packet Too Big: routers never fragment IPv6), neighbor discovery and
 //! packets addressed to the router.
 
-use super::resolve::icmpv6_frame;
+use super::resolve::{icmpv6_frame, Route};
 use super::{ipv4::l4_ports, Event, Meta, Next, Output, Pipeline, Verdict};
 use crate::drop::DropReason;
 use crate::flow::FlowKey;
@@ -110,52 +110,21 @@ impl Pipeline {
         m: &mut Meta,
         out: &mut Output,
     ) -> Option<Verdict> {
-        let Some(port) = tables.port(packet.in_port) else {
-            return Some(Verdict::Drop(DropReason::PortUnknown));
-        };
-        let Some(vrf) = tables.vrf(port.vrf) else {
-            return Some(Verdict::Drop(DropReason::VrfUnknown));
-        };
         let dst = Ipv6Addr::from(m.key.dst);
-        let Some(id) = vrf.lookup(IpAddr::V6(dst)) else {
-            self.icmp6_error(
-                tables,
-                packet,
-                m,
-                ICMPV6_DEST_UNREACHABLE,
-                CODE_NO_ROUTE,
-                0,
-                out,
-            );
-            return Some(Verdict::Drop(DropReason::NoRoute));
-        };
-        let Some(next_hop) = self.select_path(tables, id, m.hash) else {
-            return Some(Verdict::Drop(DropReason::NextHopInvalid));
-        };
-        let (out_port, neighbor) = match next_hop {
-            NextHop::Receive => return None,
-            NextHop::Blackhole => return Some(Verdict::Drop(DropReason::Blackhole)),
-            NextHop::Broadcast => return Some(Verdict::Drop(DropReason::DirectedBroadcast)),
-            NextHop::Unreachable => {
-                self.icmp6_error(
-                    tables,
-                    packet,
-                    m,
-                    ICMPV6_DEST_UNREACHABLE,
-                    CODE_ADDRESS_UNREACHABLE,
-                    0,
-                    out,
-                );
-                return Some(Verdict::Drop(DropReason::Unreachable));
+        let (out_port, neighbor) = match self.route(tables, packet.in_port, IpAddr::V6(dst), m.hash)
+        {
+            Route::Local => return None,
+            Route::Drop(reason) => return Some(Verdict::Drop(reason)),
+            Route::Unreachable(reason) => {
+                let code = if reason == DropReason::NoRoute {
+                    CODE_NO_ROUTE
+                } else {
+                    CODE_ADDRESS_UNREACHABLE
+                };
+                self.icmp6_error(tables, packet, m, ICMPV6_DEST_UNREACHABLE, code, 0, out);
+                return Some(Verdict::Drop(reason));
             }
-            NextHop::Connected { port } => (*port, IpAddr::V6(dst)),
-            NextHop::Gateway {
-                port,
-                gateway: gateway @ IpAddr::V6(_),
-            } => (*port, *gateway),
-            NextHop::Gateway { .. } | NextHop::Ecmp { .. } => {
-                return Some(Verdict::Drop(DropReason::NextHopInvalid))
-            }
+            Route::Forward { port, neighbor } => (port, neighbor),
         };
         // Link-local sources never leave their link (RFC 4291 2.5.6).
         if is_link_local(&Ipv6Addr::from(m.key.src)) {

@@ -34,7 +34,62 @@ impl Pending {
     }
 }
 
+/// What routing decided for a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// One of the router's addresses: continue in ip-local.
+    Local,
+    /// Drop silently for this reason.
+    Drop(DropReason),
+    /// No route (`NoRoute`) or an unreachable route (`Unreachable`): drop and answer with the
+    /// family's destination-unreachable message.
+    Unreachable(DropReason),
+    /// Send out of `port` to the neighbor `neighbor` (the destination or the gateway).
+    Forward {
+        /// Egress port.
+        port: PortId,
+        /// Address to resolve on the egress port.
+        neighbor: IpAddr,
+    },
+}
+
 impl Pipeline {
+    /// Route lookup in the ingress port's VRF, ECMP member choice by the flow hash, and the
+    /// next hop turned into a decision. Shared by IPv4 and IPv6; only their ICMP differs.
+    pub(super) fn route(&self, tables: &Tables, in_port: PortId, dst: IpAddr, hash: u64) -> Route {
+        let Some(port) = tables.port(in_port) else {
+            return Route::Drop(DropReason::PortUnknown);
+        };
+        let Some(vrf) = tables.vrf(port.vrf) else {
+            return Route::Drop(DropReason::VrfUnknown);
+        };
+        let Some(id) = vrf.lookup(dst) else {
+            return Route::Unreachable(DropReason::NoRoute);
+        };
+        let Some(next_hop) = self.select_path(tables, id, hash) else {
+            return Route::Drop(DropReason::NextHopInvalid);
+        };
+        match next_hop {
+            NextHop::Receive => Route::Local,
+            NextHop::Blackhole => Route::Drop(DropReason::Blackhole),
+            NextHop::Broadcast => Route::Drop(DropReason::DirectedBroadcast),
+            NextHop::Unreachable => Route::Unreachable(DropReason::Unreachable),
+            NextHop::Connected { port } => Route::Forward {
+                port: *port,
+                neighbor: dst,
+            },
+            NextHop::Gateway { port, gateway } if gateway.is_ipv4() == dst.is_ipv4() => {
+                Route::Forward {
+                    port: *port,
+                    neighbor: *gateway,
+                }
+            }
+            NextHop::Gateway { .. } | NextHop::Ecmp { .. } => {
+                Route::Drop(DropReason::NextHopInvalid)
+            }
+        }
+    }
+
     /// The next hop to use for `id`: ECMP groups pick a member by the flow hash, so every
     /// packet of a flow takes the same member while the group is unchanged.
     pub(super) fn select_path<'t>(
