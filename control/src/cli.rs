@@ -1548,7 +1548,8 @@ pub fn render_stats(stats: &StatsReport) -> String {
     }
     text.push_str(&stages.render());
     let flow = &counters.flow;
-    let lookups = flow.hits + flow.misses + flow.stale;
+    // `misses` already includes the `stale` lookups (a stale entry is a miss).
+    let lookups = flow.hits + flow.misses;
     let hit_rate = if lookups == 0 {
         "-".to_string()
     } else {
@@ -1561,10 +1562,11 @@ pub fn render_stats(stats: &StatsReport) -> String {
     );
     let _ = writeln!(
         text,
-        "packets: replied {}  emitted {}  icmp-rate-limited {}  dropped {} (see vrouterctl drops)",
+        "packets: replied {}  emitted {}  icmp-rate-limited {}  checksums-completed {}  dropped {} (see vrouterctl drops)",
         counters.replied,
         counters.emitted,
         counters.icmp_rate_limited,
+        counters.checksums_completed,
         counters.total_drops()
     );
     text

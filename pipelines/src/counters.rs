@@ -97,9 +97,10 @@ pub struct PortCounters {
 pub struct FlowCacheCounters {
     /// Lookups served from the cache.
     pub hits: u64,
-    /// Lookups that found no entry.
+    /// Lookups that found no usable entry (stale ones included).
     pub misses: u64,
-    /// Lookups that found an entry computed from an older table generation.
+    /// Of the misses, lookups that found an entry computed from an older table generation
+    /// (or idle too long).
     pub stale: u64,
     /// Entries installed.
     pub inserts: u64,
