@@ -314,8 +314,10 @@ impl Config {
         }
         let mut names = HashSet::new();
         for (i, port) in self.ports.iter().enumerate() {
-            let what = format!("port {}", port.name);
-            let err = |m: String| ConfigError::invalid(Item::Port(i), what.clone(), m);
+            // The item's name is formatted only on error: this runs for every item of a
+            // possibly million-route file.
+            let err =
+                |m: String| ConfigError::invalid(Item::Port(i), format!("port {}", port.name), m);
             if port.name.is_empty()
                 || port.name.len() > 15
                 || port.name.contains('/')
@@ -357,8 +359,9 @@ impl Config {
         }
         let mut routes = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
-            let what = format!("route {}", route.prefix);
-            let err = |m: String| ConfigError::invalid(Item::Route(i), what.clone(), m);
+            let err = |m: String| {
+                ConfigError::invalid(Item::Route(i), format!("route {}", route.prefix), m)
+            };
             if !routes.insert((route.vrf, route.prefix)) {
                 return Err(err(format!("configured twice in VRF {}", route.vrf)));
             }
@@ -400,8 +403,9 @@ impl Config {
         }
         let mut neighbors = HashSet::new();
         for (i, neighbor) in self.neighbors.iter().enumerate() {
-            let what = format!("neighbor {}", neighbor.ip);
-            let err = |m: String| ConfigError::invalid(Item::Neighbor(i), what.clone(), m);
+            let err = |m: String| {
+                ConfigError::invalid(Item::Neighbor(i), format!("neighbor {}", neighbor.ip), m)
+            };
             if self.port(&neighbor.dev).is_none() {
                 return Err(err(format!(
                     "dev {} is not a configured port",
