@@ -572,3 +572,110 @@ fn bad_config_file_is_refused_naming_the_line() {
     .unwrap();
     assert_eq!(r.received, 2);
 }
+
+#[test]
+fn two_workers_share_ports_and_a_port_with_too_few_queues_is_refused() {
+    if !require_root("two_workers_share_ports_and_a_port_with_too_few_queues_is_refused") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::new().expect("lab");
+    let node_ns = lab.netns("node").unwrap();
+    let mut pods = Vec::new();
+    for i in 1..=2u8 {
+        let pod = lab.netns(&format!("pod{i}")).unwrap();
+        // Two queues on each end: one per worker.
+        let port = format!("vp{i}");
+        vrouter_tests::Netns::run(
+            &lab.host(),
+            "ip",
+            &[
+                "link",
+                "add",
+                &port,
+                "netns",
+                node_ns.name(),
+                "numrxqueues",
+                "2",
+                "numtxqueues",
+                "2",
+                "type",
+                "veth",
+                "peer",
+                "eth0",
+                "netns",
+                pod.name(),
+                "numrxqueues",
+                "2",
+                "numtxqueues",
+                "2",
+            ],
+        )
+        .unwrap();
+        node_ns.link_up(&port).unwrap();
+        pod.link_up("eth0").unwrap();
+        pod.addr_add("eth0", &format!("10.0.{i}.2/24")).unwrap();
+        pod.route_add("default", &format!("10.0.{i}.1")).unwrap();
+        pods.push(pod);
+    }
+    let config = lab.dir().join("two.toml");
+    std::fs::write(
+        &config,
+        "[[port]]\nname = \"vp1\"\naddresses = [\"10.0.1.1/24\"]\n\n[[port]]\nname = \"vp2\"\naddresses = [\"10.0.2.1/24\"]\n",
+    )
+    .unwrap();
+    let mut node = Node::new(&lab, &node_ns, "node").unwrap();
+    node.cores = "0,1".into();
+    node.start_vrouter().unwrap();
+    node.start_daemon(Some(&config)).unwrap();
+    let reachable = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        ping(
+            &pods[0],
+            "10.0.2.2",
+            1,
+            Duration::from_millis(200),
+            Duration::from_millis(500),
+        )
+        .is_ok_and(|r| r.received == 1)
+    });
+    assert!(reachable, "no forwarding with two workers");
+    let stats = node.ctl_json(&["stats"]).unwrap();
+    assert_eq!(stats["stats"]["workers"], 2, "{stats}");
+    let _server = iperf3_server(&pods[1], 5201).unwrap();
+    let tcp = iperf3_client(
+        &pods[0],
+        "10.0.2.2",
+        5201,
+        IperfOptions {
+            seconds: 2,
+            parallel: 4,
+            ..IperfOptions::default()
+        },
+    )
+    .unwrap();
+    eprintln!(
+        "TCP, 4 streams, two workers: {:.0} Mbit/s",
+        tcp.bits_per_second / 1e6
+    );
+    assert!(tcp.bits_per_second > 20e6, "{tcp:?}");
+    // Both directions both ways, on both queues of each port.
+    let r = ping(
+        &pods[1],
+        "10.0.1.2",
+        5,
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(r.received, 5);
+    // A port with one queue cannot serve two workers: refused, with the reason.
+    let lonely = lab.netns("pod3").unwrap();
+    lab.veth(&node_ns, "vp3", Some(&lonely), "eth0").unwrap();
+    let out = node
+        .ctl(&["port", "add", "vp3", "addr", "10.0.3.1/24"])
+        .unwrap();
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("RX queue"), "{out:?}");
+    let config_now = node.ctl_ok(&["show", "config"]).unwrap();
+    assert!(!config_now.contains("vp3"), "{config_now}");
+}
