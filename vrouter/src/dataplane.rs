@@ -15,7 +15,9 @@
 
 use crate::iface::InterfaceInfo;
 use crate::publish::{Publication, TableStore};
-use crate::worker::{self, Command, IdleMode, WorkerConfig, WorkerHandle, WorkerSnapshot};
+use crate::worker::{
+    self, BoundQueue, Command, IdleMode, WorkerConfig, WorkerHandle, WorkerSnapshot,
+};
 use crate::xdp::{XdpAttachment, XdpMode};
 use crate::xsk::XskConfig;
 use control::config::{merge_changes, Config, ResolvedPort};
@@ -27,7 +29,7 @@ use crossbeam::channel::Receiver;
 use pipelines::tables::{NeighborKind, NextHop, TableOp};
 use pipelines::{Counters, DropReason, Event, PipelineConfig, PortId, Stage, VrfId};
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,8 +55,10 @@ struct PortRuntime {
     id: PortId,
     info: InterfaceInfo,
     xdp: XdpAttachment,
-    /// Duplicates of the sockets' fds, held until they are put in the XSK map.
-    unregistered: Vec<(u32, OwnedFd)>,
+    /// Sockets bound but not yet in the XSK map (their fds are held until then).
+    unregistered: Vec<BoundQueue>,
+    /// Every socket of the port runs zero-copy.
+    zero_copy: bool,
 }
 
 /// The dataplane.
@@ -67,6 +71,8 @@ pub struct Dataplane {
     ports: BTreeMap<String, PortRuntime>,
     started: Instant,
     synced: bool,
+    /// Why the last rejected transaction was rejected.
+    last_error: Option<String>,
     pending_learn: HashMap<(PortId, std::net::IpAddr), pipelines::wire::EthernetAddress>,
     last_aging: Instant,
 }
@@ -108,6 +114,7 @@ impl Dataplane {
             ports: BTreeMap::new(),
             started: Instant::now(),
             synced: false,
+            last_error: None,
             pending_learn: HashMap::new(),
             last_aging: Instant::now(),
         })
@@ -126,12 +133,17 @@ impl Dataplane {
                 if matches!(response, Response::Ok { .. }) {
                     self.synced = true;
                 }
+                self.note_outcome(&response);
                 response
             }
-            Request::Apply { changes } => match merge_changes(&self.applied, &changes) {
-                Ok(next) => self.reconcile(next),
-                Err(e) => Response::error(ErrorCode::Rejected, e.to_string()),
-            },
+            Request::Apply { changes } => {
+                let response = match merge_changes(&self.applied, &changes) {
+                    Ok(next) => self.reconcile(next),
+                    Err(e) => Response::error(ErrorCode::Rejected, e.to_string()),
+                };
+                self.note_outcome(&response);
+                response
+            }
             Request::ShowConfig => Response::Config {
                 config: self.applied.clone(),
             },
@@ -158,10 +170,18 @@ impl Dataplane {
                     server: format!("vrouter {}", env!("CARGO_PKG_VERSION")),
                     peer_connected: daemon_connected,
                     in_sync: self.synced,
-                    last_error: None,
+                    last_error: self.last_error.clone(),
                     generation: Some(self.store.active().generation()),
                 },
             },
+        }
+    }
+
+    fn note_outcome(&mut self, response: &Response) {
+        match response {
+            Response::Ok { .. } => self.last_error = None,
+            Response::Error { message, .. } => self.last_error = Some(message.clone()),
+            _ => {}
         }
     }
 
@@ -303,11 +323,13 @@ impl Dataplane {
             mode = ?xdp.attached_mode(),
             "port opened"
         );
+        let zero_copy = !fds.is_empty() && fds.iter().all(|b| b.zero_copy);
         Ok(PortRuntime {
             id,
             info,
             xdp,
             unregistered: fds,
+            zero_copy,
         })
     }
 
@@ -316,7 +338,7 @@ impl Dataplane {
         let Some(runtime) = self.ports.get_mut(name) else {
             return Ok(());
         };
-        for (queue, fd) in std::mem::take(&mut runtime.unregistered) {
+        for BoundQueue { queue, fd, .. } in std::mem::take(&mut runtime.unregistered) {
             runtime
                 .xdp
                 .register_socket(queue, fd.as_fd())
@@ -455,7 +477,7 @@ impl Dataplane {
                         XdpMode::Generic => "generic".into(),
                         _ => "native".into(),
                     },
-                    zero_copy: false,
+                    zero_copy: runtime.zero_copy,
                     rx_packets: c.rx_packets,
                     rx_bytes: c.rx_bytes,
                     tx_packets: c.tx_packets,

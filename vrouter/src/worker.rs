@@ -69,8 +69,9 @@ pub struct WorkerConfig {
 /// Requests from the control thread.
 #[derive(Debug)]
 pub enum Command {
-    /// Bind sockets on these queues of a port; reply with a duplicate of each socket's fd (for
-    /// the XSK map) or an error (then nothing was bound).
+    /// Bind sockets on these queues of a port; reply with, per socket, its queue, a duplicate
+    /// of its fd (for the XSK map) and whether it runs zero-copy; or an error (then nothing
+    /// was bound).
     AddQueues {
         /// Port id in the tables.
         port: PortId,
@@ -79,7 +80,7 @@ pub enum Command {
         /// Queues to bind.
         queues: Vec<u32>,
         /// Reply.
-        reply: Sender<Result<Vec<(u32, OwnedFd)>, String>>,
+        reply: Sender<Result<Vec<BoundQueue>, String>>,
     },
     /// Close the sockets of a port (after it was removed from the XSK map).
     RemovePort {
@@ -93,6 +94,17 @@ pub enum Command {
         /// Reply.
         reply: Sender<Vec<FlowRecord>>,
     },
+}
+
+/// A socket a worker bound for a port.
+#[derive(Debug)]
+pub struct BoundQueue {
+    /// RX queue.
+    pub queue: u32,
+    /// Duplicate of the socket's fd, for the XSK map.
+    pub fd: OwnedFd,
+    /// The kernel runs this socket in zero-copy mode.
+    pub zero_copy: bool,
 }
 
 /// What a worker publishes for readers (about every 100 ms).
@@ -492,7 +504,7 @@ impl Worker {
         port: PortId,
         ifname: &str,
         queues: &[u32],
-    ) -> Result<Vec<(u32, OwnedFd)>, String> {
+    ) -> Result<Vec<BoundQueue>, String> {
         let mut created = Vec::new();
         for &queue in queues {
             let config = XskConfig {
@@ -517,7 +529,11 @@ impl Worker {
                 .map_err(|e| format!("{ifname} queue {queue}: dup: {e}"))?;
             let available = self.pool.len().saturating_sub(EMIT_RESERVE);
             self.pool.refill(&mut sock, available.min(2048));
-            fds.push((queue, fd));
+            fds.push(BoundQueue {
+                queue,
+                fd,
+                zero_copy: sock.is_zero_copy(),
+            });
             self.sockets.push(Socket {
                 port,
                 sock,
