@@ -355,6 +355,7 @@ fn daemon_crash_keeps_forwarding_and_restart_resyncs() {
         )
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
+    let generation = t.node.ctl_json(&["stats"]).unwrap()["stats"]["generation"].clone();
     let daemon = t.node.daemon.take().unwrap();
     Node::crash(&daemon).unwrap();
     // Headless: the CLI cannot reach the daemon, forwarding goes on.
@@ -364,6 +365,14 @@ fn daemon_crash_keeps_forwarding_and_restart_resyncs() {
     let result = vrouter_tests::parse_ping(&pinger.stdout()).unwrap();
     assert_eq!(result.received, 60, "{}", pinger.stdout());
     // Restart without --config: the state directory has everything, including the CLI change.
+    // Traffic runs across the restart and the re-sync.
+    let across = t
+        .pod1
+        .spawn(
+            "ping",
+            &["-n", "-i", "0.05", "-c", "40", "-W", "1", "10.0.2.2"],
+        )
+        .unwrap();
     t.node.start_daemon(None).unwrap();
     let synced = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         t.node
@@ -371,6 +380,20 @@ fn daemon_crash_keeps_forwarding_and_restart_resyncs() {
             .is_ok_and(|s| s["status"]["in_sync"] == true && s["status"]["peer_connected"] == true)
     });
     assert!(synced, "daemon did not re-sync");
+    across.wait_timeout(Duration::from_secs(15)).unwrap();
+    let result = vrouter_tests::parse_ping(&across.stdout()).unwrap();
+    assert_eq!(
+        result.received,
+        40,
+        "traffic disturbed by the re-sync: {}",
+        across.stdout()
+    );
+    // The re-sync found nothing to change: the dataplane's tables are the same generation.
+    let after = t.node.ctl_json(&["stats"]).unwrap()["stats"]["generation"].clone();
+    assert_eq!(
+        after, generation,
+        "the re-sync of an unchanged state rewrote the tables"
+    );
     let routes = t.node.ctl_ok(&["route", "list"]).unwrap();
     assert!(routes.contains("10.7.0.0/16"), "{routes}");
     let config = t.node.ctl_ok(&["show", "config"]).unwrap();
