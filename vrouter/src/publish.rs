@@ -227,6 +227,36 @@ mod tests {
     }
 
     #[test]
+    fn neighbor_expiry_reaches_both_copies() {
+        let publication = Publication::new(1);
+        let mut store = TableStore::new(publication.clone());
+        let mut seen = 0;
+        let mut current = store.active().clone();
+        let ip: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let learn = TableOp::LearnNeighbor {
+            port: PortId(1),
+            ip,
+            mac: EthernetAddress([2, 0, 0, 0, 0, 9]),
+            now_ns: 1_000,
+        };
+        for ops in [vec![add_port(1)], vec![learn]] {
+            store.apply(&ops).unwrap();
+            publication.refresh(0, &mut seen, &mut current);
+        }
+        assert!(store.active().neighbors().get(PortId(1), ip).is_some());
+        assert_eq!(store.expire_neighbors(10_000_000_000, 1_000_000_000), 1);
+        publication.refresh(0, &mut seen, &mut current);
+        assert!(current.neighbors().get(PortId(1), ip).is_none());
+        // Two more publications: each copy in turn becomes active; neither has the neighbor.
+        for id in [2, 3] {
+            store.apply(&[add_port(id)]).unwrap();
+            publication.refresh(0, &mut seen, &mut current);
+            assert!(current.neighbors().get(PortId(1), ip).is_none());
+        }
+        assert_eq!(store.clones, 0, "the expiry was replayed, not cloned");
+    }
+
+    #[test]
     fn a_stalled_worker_costs_a_clone_not_a_hang() {
         let publication = Publication::new(1);
         let mut store = TableStore::new(publication);
