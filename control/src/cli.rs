@@ -1168,7 +1168,9 @@ pub fn render(command: &Command, response: Response, json: bool) -> Result<Rende
         }
         (Command::ShowConfig, Response::Config { config }) => {
             if !json {
-                rendered.stdout = config.to_toml();
+                rendered.stdout = config
+                    .to_toml()
+                    .map_err(|e| CliError::Output(io::Error::other(e.to_string())))?;
                 return Ok(rendered);
             }
             Response::Config { config }

@@ -291,9 +291,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Renders as TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    /// Renders as TOML (the format `parse` reads).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
     }
 
     /// The port named `name`.
@@ -963,7 +963,7 @@ dev = "pod1"
     fn parses_and_round_trips() {
         let config = Config::parse(SAMPLE).unwrap();
         assert_eq!(config.ports.len(), 2);
-        let again = Config::parse(&config.to_toml()).unwrap();
+        let again = Config::parse(&config.to_toml().unwrap()).unwrap();
         assert_eq!(again, config);
     }
 

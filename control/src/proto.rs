@@ -517,14 +517,13 @@ pub fn read_frame<R: Read>(reader: &mut R) -> Result<(Header, Vec<u8>), FrameErr
         Err(e) => return Err(e.into()),
     }
     let header = decode_header(&raw)?;
-    let mut body = vec![0u8; header.length];
-    reader.read_exact(&mut body).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            FrameError::Closed
-        } else {
-            e.into()
-        }
-    })?;
+    // Grow with what actually arrives: a header announcing 256 MiB must not make us reserve
+    // 256 MiB before the peer has sent anything.
+    let mut body = Vec::with_capacity(header.length.min(64 * 1024));
+    let read = reader.take(header.length as u64).read_to_end(&mut body)?;
+    if read < header.length {
+        return Err(FrameError::Closed);
+    }
     Ok((header, body))
 }
 
@@ -598,6 +597,14 @@ mod tests {
         let (_, body) = d.next_frame().unwrap().unwrap();
         let err = decode_body::<Request>(&body).unwrap_err();
         assert!(!err.is_fatal());
+    }
+
+    #[test]
+    fn a_promised_body_that_never_comes_is_a_closed_connection() {
+        let mut frame = encode(KIND_REQUEST, 1, &Request::Status);
+        frame[12..16].copy_from_slice(&(MAX_BODY as u32).to_be_bytes());
+        let mut reader = std::io::Cursor::new(frame);
+        assert!(matches!(read_frame(&mut reader), Err(FrameError::Closed)));
     }
 
     #[test]

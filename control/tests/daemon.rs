@@ -840,7 +840,7 @@ fn the_deployed_example_config_is_valid() {
     assert!(config.routes.iter().any(|r| r.nexthops.len() >= 2));
     assert!(config.routes.iter().any(|r| r.blackhole));
     assert_eq!(config.neighbors.len(), 1);
-    assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
+    assert_eq!(Config::parse(&config.to_toml().unwrap()).unwrap(), config);
 }
 
 #[test]
