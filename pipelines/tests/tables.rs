@@ -702,3 +702,73 @@ fn del_address_keeps_a_broadcast_route_another_address_needs() {
     assert_eq!(snapshot(&tables).routes, snapshot(&lab_tables()).routes);
     check_references(&tables);
 }
+
+#[test]
+fn the_same_address_may_serve_ports_in_different_vrfs() {
+    use pipelines::wire::EthernetAddress;
+    use pipelines::VrfId;
+    let mut tables = Tables::new();
+    let port = |id: u16, vrf: u32| TableOp::AddPort {
+        id: PortId(id),
+        name: format!("tenant{id}"),
+        mac: EthernetAddress([2, 0, 0, 0, 7, id as u8]),
+        mtu: 1500,
+        vrf: VrfId(vrf),
+    };
+    let gateway = |id: u16| TableOp::AddAddress {
+        port: PortId(id),
+        address: iface("10.0.0.1/24"),
+    };
+    tables
+        .apply_batch(&[port(1, 1), gateway(1), port(2, 2), gateway(2)])
+        .expect("one gateway address per tenant VRF");
+    for vrf in [1, 2] {
+        let table = tables.vrf(VrfId(vrf)).unwrap();
+        assert!(table.get(prefix("10.0.0.1/32")).is_some());
+    }
+    // In one VRF it is still a conflict.
+    tables.apply_batch(&[port(3, 1)]).unwrap();
+    assert!(tables.apply_batch(&[gateway(3)]).is_err());
+}
+
+#[test]
+fn an_address_does_not_silently_replace_a_static_route() {
+    use pipelines::wire::EthernetAddress;
+    use pipelines::VrfId;
+    let mut tables = Tables::new();
+    tables
+        .apply_batch(&[
+            TableOp::AddPort {
+                id: PortId(1),
+                name: "up".into(),
+                mac: EthernetAddress([2, 0, 0, 0, 8, 1]),
+                mtu: 1500,
+                vrf: VrfId(0),
+            },
+            TableOp::AddAddress {
+                port: PortId(1),
+                address: iface("192.168.1.1/24"),
+            },
+            route("10.9.0.0/24", via("192.168.1.2")),
+        ])
+        .unwrap();
+    let before = tables.routes(VrfId(0));
+    let error = tables
+        .apply_batch(&[TableOp::AddAddress {
+            port: PortId(1),
+            address: iface("10.9.0.1/24"),
+        }])
+        .unwrap_err();
+    assert!(
+        matches!(error.error, TableError::RouteExists { .. }),
+        "{error}"
+    );
+    assert_eq!(tables.routes(VrfId(0)), before);
+    // A second address in an already connected subnet of the same port is fine.
+    tables
+        .apply_batch(&[TableOp::AddAddress {
+            port: PortId(1),
+            address: iface("192.168.1.7/24"),
+        }])
+        .unwrap();
+}

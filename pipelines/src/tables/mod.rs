@@ -994,7 +994,9 @@ impl Tables {
         let vrf = port.vrf;
         for other in self.ports() {
             for existing in &other.addresses {
-                if existing.addr == address.addr {
+                // VRFs are separate address spaces: tenants may reuse an address (every
+                // tenant's gateway being 10.0.0.1 is the usual case).
+                if existing.addr == address.addr && other.vrf == vrf {
                     return Err(TableError::AddressExists {
                         address: *existing,
                         port: other.name.clone(),
@@ -1013,7 +1015,17 @@ impl Tables {
                 }
             }
         }
-        // The host route must not already be a static route the operator owns.
+        // The subnet and host routes must not already be static routes the operator owns:
+        // the connected route would silently replace one, and removing the address later
+        // would delete it.
+        if let Some(existing) = self.vrf(vrf).and_then(|v| v.get(subnet)) {
+            if self.next_hop(existing) != Some(&NextHop::Connected { port: port_id }) {
+                return Err(TableError::RouteExists {
+                    vrf,
+                    prefix: subnet,
+                });
+            }
+        }
         let host = IpPrefix::host(address.addr);
         if let Some(existing) = self.vrf(vrf).and_then(|v| v.get(host)) {
             if self.next_hop(existing) != Some(&NextHop::Receive) {
