@@ -333,7 +333,13 @@ impl Worker {
                         }
                     }
                 }
-                _ => self.pool.free(desc.addr),
+                Verdict::ToHost => {
+                    // Host traffic leaves in the XDP program (XDP_PASS), so the pipeline does
+                    // not send packets here; if it ever does, the drop is counted, not silent.
+                    self.pool.free(desc.addr);
+                    self.pipeline.count_drop(DropReason::HostPathUnavailable);
+                }
+                Verdict::Consumed | Verdict::Drop(_) => self.pool.free(desc.addr),
             }
         }
         self.stage_emitted();
