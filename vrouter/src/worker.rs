@@ -186,6 +186,7 @@ pub fn spawn(
                 tx_dropped: 0,
                 wakeups: 0,
                 started: Instant::now(),
+                batch_addrs: Vec::with_capacity(BATCH),
                 config,
             };
             worker.run();
@@ -229,6 +230,8 @@ struct Worker {
     tx_dropped: u64,
     wakeups: u64,
     started: Instant,
+    /// Frame addresses of the batch being processed (kept to reuse its allocation).
+    batch_addrs: Vec<u64>,
 }
 
 impl Worker {
@@ -254,7 +257,7 @@ impl Worker {
                     work += received;
                 }
             }
-            work += self.service_rings();
+            self.service_rings();
             let now = Instant::now();
             if work > 0 {
                 last_work = now;
@@ -282,7 +285,9 @@ impl Worker {
     /// Runs one RX burst of socket `index` through the pipeline and stages the TX.
     fn process(&mut self, index: usize, descs: &[XdpDesc]) {
         let in_port = self.sockets[index].port;
-        let addrs: Vec<u64> = descs.iter().map(|d| d.addr).collect();
+        let mut addrs = std::mem::take(&mut self.batch_addrs);
+        addrs.clear();
+        addrs.extend(descs.iter().map(|d| d.addr));
         let frame_size = self.umem.frame_size() as u64;
         let now_ns = self.now_ns();
         let mut verdicts = [Verdict::Consumed; BATCH];
@@ -292,6 +297,7 @@ impl Worker {
             if let Err(e) = self.umem.frames_mut(&addrs, &mut frames) {
                 tracing::error!(worker = self.config.index, "bad RX batch: {e}");
                 self.pool.free_descs(descs);
+                self.batch_addrs = addrs;
                 return;
             }
             let mut packets: Vec<Packet<'_>> = frames
@@ -342,6 +348,7 @@ impl Worker {
                 Verdict::Consumed | Verdict::Drop(_) => self.pool.free(desc.addr),
             }
         }
+        self.batch_addrs = addrs;
         self.stage_emitted();
     }
 
@@ -388,9 +395,9 @@ impl Worker {
         self.tx_socket.get(port.0 as usize).copied().flatten()
     }
 
-    /// TX bursts, kicks, completions and fill refill. Returns frames moved (as "work").
-    fn service_rings(&mut self) -> usize {
-        let mut work = 0;
+    /// TX bursts, kicks, completions and fill refill. Bookkeeping, not traffic: it does not
+    /// count as work for the adaptive idle decision (only received frames do).
+    fn service_rings(&mut self) {
         let sockets = self.sockets.len().max(1);
         let share = (self.pool.total() as usize / sockets).saturating_sub(EMIT_RESERVE / sockets);
         for socket in &mut self.sockets {
@@ -401,7 +408,6 @@ impl Worker {
                     self.tx_dropped += 1;
                     self.pipeline.count_drop(DropReason::TxRingFull);
                 }
-                work += socket.tx.len();
                 socket.tx.clear();
             }
             // Copy mode sends at most 32 frames per kick: kick until the ring is drained, so
@@ -416,7 +422,7 @@ impl Worker {
                     break;
                 }
             }
-            work += self.pool.reclaim_completions(&mut socket.sock);
+            self.pool.reclaim_completions(&mut socket.sock);
             let free = socket.sock.fill_free() as usize;
             if free >= BATCH {
                 let in_ring = socket.sock.frames_in_kernel() as usize;
@@ -425,9 +431,6 @@ impl Worker {
                 self.pool.refill(&mut socket.sock, allowed.min(available));
             }
         }
-        // Completions and refills are bookkeeping, not traffic: only TX counts as work.
-        let _ = work;
-        0
     }
 
     fn sleep(&mut self) {

@@ -152,7 +152,7 @@ pub fn run(args: &PipelineArgs) -> Result<(), String> {
         let _ = writeln!(
             stdout,
             "# stage figures are the pipeline's own counters().stages; stats cost = its clock \
-             reads ({clock_ns:.1} ns each, 2 per stage per batch) per packet"
+             reads ({clock_ns:.1} ns each, 1 per batch + 1 per stage run) per packet"
         );
     }
     Ok(())

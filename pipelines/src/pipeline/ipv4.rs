@@ -77,7 +77,6 @@ pub(super) fn parse(port: &Port, frame: &[u8], m: &mut Meta) -> Result<(), DropR
         dst_port,
     };
     m.next = Next::Flow;
-    let _ = port;
     Ok(())
 }
 
@@ -233,7 +232,7 @@ impl Pipeline {
                     self.emit(out, out_port.id, fragment);
                 }
                 None => {
-                    if let Err(reason) = self.hold(tables, out_port, neighbor, fragment, out) {
+                    if let Err(reason) = self.hold(out_port, neighbor, fragment, out) {
                         verdict = Verdict::Drop(reason);
                     }
                 }

@@ -146,7 +146,7 @@ impl Pipeline {
                 rewrite(packet.frame_mut(), m, &action);
                 let mut copy = out.buffer(packet.len);
                 copy.copy_from_slice(packet.frame());
-                match self.hold(tables, out_port, neighbor, copy, out) {
+                match self.hold(out_port, neighbor, copy, out) {
                     Ok(()) => Verdict::Consumed,
                     Err(reason) => Verdict::Drop(reason),
                 }
@@ -157,7 +157,6 @@ impl Pipeline {
     /// Holds a rewritten frame (destination MAC still to fill) until `ip` resolves.
     pub(super) fn hold(
         &mut self,
-        tables: &Tables,
         out_port: &Port,
         ip: IpAddr,
         frame: Vec<u8>,
@@ -191,7 +190,6 @@ impl Pipeline {
             next_probe_ns: self.now_ns + self.config.neighbor_retry_ms as u64 * 1_000_000,
         });
         self.pending.held += 1;
-        let _ = tables;
         self.send_probe(out_port, ip, out);
         Ok(())
     }
