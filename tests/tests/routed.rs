@@ -94,15 +94,27 @@ fn topology() -> Topology {
 /// The dataplane's table generation and its number of neighbors. Learning a new neighbor
 /// bumps the generation too (at times the test does not control: a pod's first neighbor
 /// solicitation), so "the tables were not rewritten" means: the generation moved by no more
-/// than the number of neighbors learned meanwhile.
-fn generation_and_neighbors(node: &Node) -> (u64, u64) {
-    let generation = node.ctl_json(&["stats"]).unwrap()["stats"]["generation"]
-        .as_u64()
-        .expect("generation");
-    let neighbors = node.ctl_json(&["neigh", "list"]).unwrap()["neighbors"]
-        .as_array()
-        .map_or(0, |n| n.len() as u64);
-    (generation, neighbors)
+/// than the number of neighbors learned meanwhile. The two figures come from two requests; a
+/// neighbor learned between them must not look like a rewrite, so "before" reads the
+/// neighbors first and "after" reads the generation first.
+fn generation_and_neighbors(node: &Node, before: bool) -> (u64, u64) {
+    let generation = || {
+        node.ctl_json(&["stats"]).unwrap()["stats"]["generation"]
+            .as_u64()
+            .expect("generation")
+    };
+    let neighbors = || {
+        node.ctl_json(&["neigh", "list"]).unwrap()["neighbors"]
+            .as_array()
+            .map_or(0, |n| n.len() as u64)
+    };
+    if before {
+        let n = neighbors();
+        (generation(), n)
+    } else {
+        let g = generation();
+        (g, neighbors())
+    }
 }
 
 fn assert_tables_not_rewritten(before: (u64, u64), after: (u64, u64), what: &str) {
@@ -379,7 +391,7 @@ fn daemon_crash_keeps_forwarding_and_restart_resyncs() {
         )
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    let before = generation_and_neighbors(&t.node);
+    let before = generation_and_neighbors(&t.node, true);
     let daemon = t.node.daemon.take().unwrap();
     Node::crash(&daemon).unwrap();
     // Headless: the CLI cannot reach the daemon, forwarding goes on.
@@ -415,7 +427,7 @@ fn daemon_crash_keeps_forwarding_and_restart_resyncs() {
     // The re-sync found nothing to change: the dataplane's tables were not rewritten.
     assert_tables_not_rewritten(
         before,
-        generation_and_neighbors(&t.node),
+        generation_and_neighbors(&t.node, false),
         "the re-sync of an unchanged state",
     );
     let routes = t.node.ctl_ok(&["route", "list"]).unwrap();
@@ -496,7 +508,7 @@ fn garbage_and_oversized_messages_change_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = topology();
     let config_before = t.node.ctl_ok(&["show", "config"]).unwrap();
-    let before = generation_and_neighbors(&t.node);
+    let before = generation_and_neighbors(&t.node, true);
     use control::proto::{encode, KIND_REQUEST};
     let hello = encode(
         KIND_REQUEST,
@@ -561,7 +573,11 @@ fn garbage_and_oversized_messages_change_nothing() {
     .unwrap();
     assert_eq!(r.received, 5);
     assert_eq!(t.node.ctl_ok(&["show", "config"]).unwrap(), config_before);
-    assert_tables_not_rewritten(before, generation_and_neighbors(&t.node), "garbage input");
+    assert_tables_not_rewritten(
+        before,
+        generation_and_neighbors(&t.node, false),
+        "garbage input",
+    );
     assert!(t.node.vrouter.as_ref().unwrap().is_running());
     assert!(t.node.daemon.as_ref().unwrap().is_running());
 }
