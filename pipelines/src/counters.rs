@@ -5,6 +5,7 @@
 use crate::drop::DropReason;
 use crate::ids::PortId;
 use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
 
 /// Stages of the pipeline, for runtime statistics (VPP's `show runtime`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,6 +21,8 @@ pub enum Stage {
     IpLocal,
     /// Slow path: route lookup, ECMP, MTU, neighbor resolution, flow install, rewrite.
     IpLookup,
+    /// VXLAN decapsulation: outer UDP checksum, flags, VNI to tunnel port and VRF.
+    VxlanInput,
 }
 
 impl Stage {
@@ -30,6 +33,7 @@ impl Stage {
         Stage::ArpInput,
         Stage::IpLocal,
         Stage::IpLookup,
+        Stage::VxlanInput,
     ];
     /// Number of stages.
     pub const COUNT: usize = Self::ALL.len();
@@ -42,6 +46,7 @@ impl Stage {
             Stage::ArpInput => "arp-input",
             Stage::IpLocal => "ip-local",
             Stage::IpLookup => "ip-lookup",
+            Stage::VxlanInput => "vxlan-input",
         }
     }
 }
@@ -108,6 +113,23 @@ pub struct FlowCacheCounters {
     pub evictions: u64,
 }
 
+/// Traffic exchanged with one remote VTEP through one tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteCounters {
+    /// Tunnel port.
+    pub tunnel: PortId,
+    /// Remote VTEP.
+    pub remote: Ipv4Addr,
+    /// Packets decapsulated from it.
+    pub rx_packets: u64,
+    /// Their outer bytes.
+    pub rx_bytes: u64,
+    /// Packets encapsulated towards it.
+    pub tx_packets: u64,
+    /// Their outer bytes.
+    pub tx_bytes: u64,
+}
+
 /// Everything one worker counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -128,6 +150,9 @@ pub struct Counters {
     /// Partial TCP/UDP checksums (sender TX offload) completed in software.
     #[serde(default)]
     pub checksums_completed: u64,
+    /// Per remote VTEP, sorted by (tunnel, remote).
+    #[serde(default)]
+    pub remotes: Vec<RemoteCounters>,
 }
 
 impl Counters {
@@ -142,6 +167,7 @@ impl Counters {
             icmp_rate_limited: 0,
             replied: 0,
             checksums_completed: 0,
+            remotes: Vec::new(),
         }
     }
 
@@ -213,6 +239,21 @@ impl Counters {
         self.icmp_rate_limited += other.icmp_rate_limited;
         self.replied += other.replied;
         self.checksums_completed += other.checksums_completed;
+        for theirs in &other.remotes {
+            match self
+                .remotes
+                .binary_search_by_key(&(theirs.tunnel, theirs.remote), |r| (r.tunnel, r.remote))
+            {
+                Ok(index) => {
+                    let mine = &mut self.remotes[index];
+                    mine.rx_packets += theirs.rx_packets;
+                    mine.rx_bytes += theirs.rx_bytes;
+                    mine.tx_packets += theirs.tx_packets;
+                    mine.tx_bytes += theirs.tx_bytes;
+                }
+                Err(index) => self.remotes.insert(index, *theirs),
+            }
+        }
     }
 }
 

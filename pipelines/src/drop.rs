@@ -89,6 +89,12 @@ drop_reasons! {
     TxRingFull => "tx-ring-full", "transmit ring of the egress port was full";
     NoFreeFrame => "no-free-frame", "no free frame to build an emitted packet";
     PortDown => "port-down", "egress port has no socket (removed or not yet bound)";
+    VxlanTruncated => "vxlan-truncated", "VXLAN packet to our VTEP too short for its header and an inner Ethernet header";
+    VxlanBadFlags => "vxlan-bad-flags", "VXLAN header without the I flag, or with flags or reserved bits we do not support set";
+    VxlanUnknownVni => "vxlan-unknown-vni", "VXLAN packet to our VTEP with a VNI no tunnel of that VTEP has";
+    VxlanBadChecksum => "vxlan-udp-checksum", "outer UDP checksum of a VXLAN packet is wrong";
+    VxlanUnderlayUnreachable => "vxlan-underlay-unreachable", "no usable underlay route to the remote VTEP";
+    EncapNoHeadroom => "encap-no-headroom", "no room in the packet buffer for the encapsulation headers";
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 use crate::counters::FlowCacheCounters;
 use crate::hash::FlowHasher;
-use crate::ids::{PortId, VrfId};
+use crate::ids::{NextHopId, PortId, VrfId};
 use crate::wire::EthernetAddress;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -117,16 +117,19 @@ fn to_ip(value: u128, ipv6: bool) -> IpAddr {
 
 /// A cached forwarding decision: everything needed to rewrite and send the packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[repr(C)]
 pub struct FlowAction {
-    /// Egress port.
+    /// Egress port (the underlay port for an encapsulated flow).
     pub out_port: u16,
-    /// Egress MTU: a larger packet takes the slow path (fragmentation or ICMP).
+    /// Largest IP packet (before any encapsulation) the path takes: a larger one takes the
+    /// slow path (fragmentation or ICMP).
     pub mtu: u16,
-    /// New Ethernet source (egress port MAC).
+    /// New Ethernet source (egress port MAC; the outer one when encapsulating).
     pub src_mac: EthernetAddress,
-    /// New Ethernet destination (next hop's MAC).
+    /// New Ethernet destination (next hop's MAC; the outer one when encapsulating).
     pub dst_mac: EthernetAddress,
+    /// VXLAN next hop to encapsulate with (valid under the entry's generation).
+    #[serde(default)]
+    pub encap: Option<NextHopId>,
 }
 
 impl FlowAction {
@@ -136,11 +139,26 @@ impl FlowAction {
     }
 }
 
+/// Bit of [`PackedAction::out_port`] saying the slot's encapsulation next hop is in
+/// `FlowCache::encaps`. Port ids stay below `MAX_PORTS` (1024), far from it.
+const ENCAP_FLAG: u16 = 0x8000;
+
+/// A [`FlowAction`] in 16 bytes, so an entry stays one 64-byte line: the encapsulation next
+/// hop, needed by few flows, lives in a side array read only when the flag is set.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+struct PackedAction {
+    out_port: u16,
+    mtu: u16,
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(64))]
 struct Entry {
     key: [u64; 5],
-    action: FlowAction,
+    action: PackedAction,
     generation: u32,
     last_used: u32,
 }
@@ -182,6 +200,8 @@ pub struct FlowCache {
     signatures: Vec<u32>,
     entries: Vec<Entry>,
     stats: Vec<FlowStats>,
+    /// Encapsulation next hop of each slot whose action has `ENCAP_FLAG`.
+    encaps: Vec<u32>,
     bucket_mask: usize,
     idle_timeout_ticks: u32,
     live: usize,
@@ -199,6 +219,7 @@ impl FlowCache {
             signatures: vec![0; slots],
             entries: vec![Entry::default(); slots],
             stats: vec![FlowStats::default(); slots],
+            encaps: vec![0; slots],
             bucket_mask: slots / WAYS - 1,
             idle_timeout_ticks,
             live: 0,
@@ -226,7 +247,8 @@ impl FlowCache {
         self.capacity()
             * (std::mem::size_of::<u32>()
                 + std::mem::size_of::<Entry>()
-                + std::mem::size_of::<FlowStats>())
+                + std::mem::size_of::<FlowStats>()
+                + std::mem::size_of::<u32>())
     }
 
     #[inline]
@@ -296,7 +318,8 @@ impl FlowCache {
             stats.packets += 1;
             stats.bytes += bytes as u64;
             self.counters.hits += 1;
-            return Lookup::Hit(slot, entry.action);
+            let packed = entry.action;
+            return Lookup::Hit(slot, self.unpack(slot, packed));
         }
         self.counters.misses += 1;
         Lookup::Miss
@@ -351,9 +374,19 @@ impl FlowCache {
         let same_flow =
             self.signatures[slot] == signature && same_key(&self.entries[slot].key, &words);
         self.signatures[slot] = signature;
+        let mut packed = PackedAction {
+            out_port: action.out_port & !ENCAP_FLAG,
+            mtu: action.mtu,
+            src_mac: action.src_mac,
+            dst_mac: action.dst_mac,
+        };
+        if let Some(next_hop) = action.encap {
+            packed.out_port |= ENCAP_FLAG;
+            self.encaps[slot] = next_hop.0;
+        }
         self.entries[slot] = Entry {
             key: words,
-            action,
+            action: packed,
             generation: generation as u32,
             last_used: now,
         };
@@ -364,6 +397,18 @@ impl FlowCache {
         stats.packets += 1;
         stats.bytes += bytes as u64;
         self.counters.inserts += 1;
+    }
+
+    #[inline]
+    fn unpack(&self, slot: usize, packed: PackedAction) -> FlowAction {
+        let encap = (packed.out_port & ENCAP_FLAG != 0).then(|| NextHopId(self.encaps[slot]));
+        FlowAction {
+            out_port: packed.out_port & !ENCAP_FLAG,
+            mtu: packed.mtu,
+            src_mac: packed.src_mac,
+            dst_mac: packed.dst_mac,
+            encap,
+        }
     }
 
     /// Empties the cache.
@@ -386,7 +431,7 @@ impl FlowCache {
             }
             out.push(FlowRecord {
                 key: FlowKey::from_words(entry.key),
-                action: entry.action,
+                action: self.unpack(slot, entry.action),
                 stats: self.stats[slot],
                 idle_ticks: idle,
             });

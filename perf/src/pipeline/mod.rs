@@ -4,7 +4,8 @@
 //! - `lpm-10`, `lpm-10k`, `lpm-1m`: IPv4 route lookup alone ([`lpm`]);
 //! - `vrf-small`: table memory of small VRFs ([`vrf`]);
 //! - `slow-path`: the whole pipeline with every packet missing the flow cache ([`traffic`]);
-//! - `flow-hit-1`, `flow-hit-10k`, `flow-hit-1m`: the flow-cache hit path ([`traffic`]).
+//! - `flow-hit-1`, `flow-hit-10k`, `flow-hit-1m`: the flow-cache hit path ([`traffic`]);
+//! - `vxlan-encap`, `vxlan-decap`: overlay traffic on the flow-cache hit path ([`overlay`]).
 //!
 //! Each scenario prints one line (or one JSON object): the median ns/packet over the runs,
 //! Mpps on one core, table memory and, where relevant, flow-cache memory, stage statistics and
@@ -16,6 +17,7 @@
 
 mod gen;
 mod lpm;
+mod overlay;
 mod report;
 mod traffic;
 mod vrf;
@@ -80,6 +82,12 @@ enum Scenario {
     /// Flow-cache hit path, 1,000,000 flows.
     #[value(name = "flow-hit-1m")]
     FlowHit1m,
+    /// VXLAN encapsulation on the hit path, 1024 flows.
+    #[value(name = "vxlan-encap")]
+    VxlanEncap,
+    /// VXLAN decapsulation then the hit path, 1024 flows.
+    #[value(name = "vxlan-decap")]
+    VxlanDecap,
 }
 
 /// Run parameters shared by the scenarios.
@@ -172,6 +180,8 @@ fn run_one(
         Scenario::FlowHit1 => traffic::flow_hit("flow-hit-1", 1, settings, clock_ns),
         Scenario::FlowHit10k => traffic::flow_hit("flow-hit-10k", 10_000, settings, clock_ns),
         Scenario::FlowHit1m => traffic::flow_hit("flow-hit-1m", 1_000_000, settings, clock_ns),
+        Scenario::VxlanEncap => overlay::run("vxlan-encap", true, settings, clock_ns),
+        Scenario::VxlanDecap => overlay::run("vxlan-decap", false, settings, clock_ns),
     };
     result.map_err(|e| format!("scenario {}: {e}", scenario_name(scenario)))
 }

@@ -125,6 +125,13 @@ impl Pipeline {
         {
             Route::Local => return None,
             Route::Drop(reason) => return Some(Verdict::Drop(reason)),
+            Route::Tunnel { next_hop } => {
+                if m.ttl <= 1 {
+                    self.icmp4_error(tables, packet, m, ICMP_TIME_EXCEEDED, 0, 0, out);
+                    return Some(Verdict::Drop(DropReason::TtlExceeded));
+                }
+                return Some(self.forward_tunnel(tables, packet, m, next_hop, out));
+            }
             Route::Unreachable(reason) => {
                 let code = if reason == DropReason::NoRoute {
                     CODE_NET_UNREACHABLE
@@ -175,18 +182,49 @@ impl Pipeline {
         neighbor: IpAddr,
         out: &mut Output,
     ) -> Verdict {
+        let fragments = match self.fragments(packet, m, out_port.mtu as usize, out) {
+            Ok(fragments) => fragments,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        let mac = tables.neighbors().get(out_port.id, neighbor).map(|n| n.mac);
+        let mut verdict = Verdict::Consumed;
+        for mut fragment in fragments {
+            fragment[6..12].copy_from_slice(&out_port.mac.0);
+            match mac {
+                Some(mac) => {
+                    fragment[0..6].copy_from_slice(&mac.0);
+                    self.emit(out, out_port.id, fragment);
+                }
+                None => {
+                    if let Err(reason) = self.hold(out_port, neighbor, fragment, out) {
+                        verdict = Verdict::Drop(reason);
+                    }
+                }
+            }
+        }
+        verdict
+    }
+
+    /// The fragments of an IPv4 packet for an IP MTU of `mtu`: complete Ethernet frames
+    /// (the original's Ethernet header, MACs still to set), TTL decremented, checksums done.
+    pub(super) fn fragments(
+        &mut self,
+        packet: &super::Packet<'_>,
+        m: &Meta,
+        mtu: usize,
+        out: &mut Output,
+    ) -> Result<Vec<Vec<u8>>, DropReason> {
         let l3 = m.l3 as usize;
         let frame = packet.frame();
         let Ok(ip) = Ipv4Packet::new_checked(&frame[l3..]) else {
-            return Verdict::Drop(DropReason::Ipv4Truncated);
+            return Err(DropReason::Ipv4Truncated);
         };
         let first_header = &frame[l3..l3 + ip.header_len() as usize];
         let later_header = later_fragment_header(first_header);
-        let mtu = out_port.mtu as usize;
         let first_chunk = mtu.saturating_sub(first_header.len()) & !7;
         let later_chunk = mtu.saturating_sub(later_header.len()) & !7;
         if first_chunk == 0 || later_chunk == 0 {
-            return Verdict::Drop(DropReason::FragmentationNeeded);
+            return Err(DropReason::FragmentationNeeded);
         }
         let payload = ip.payload();
         // In bytes.
@@ -196,11 +234,10 @@ impl Pipeline {
         // datagram's start at the destination. Forwarded whole it would be the receiver's
         // problem; re-fragmenting it would be ours.
         if base_offset + payload.len() > u16::MAX as usize {
-            return Verdict::Drop(DropReason::Ipv4BadTotalLength);
+            return Err(DropReason::Ipv4BadTotalLength);
         }
         let original_more = ip.more_frags();
-        let mac = tables.neighbors().get(out_port.id, neighbor).map(|n| n.mac);
-        let mut verdict = Verdict::Consumed;
+        let mut fragments = Vec::with_capacity(payload.len() / later_chunk + 1);
         let mut done = 0;
         while done < payload.len() {
             let (header, chunk) = if done == 0 {
@@ -225,21 +262,10 @@ impl Pipeline {
                 view.set_ttl(m.ttl - 1);
                 view.fill_checksum();
             }
-            fragment[6..12].copy_from_slice(&out_port.mac.0);
-            match mac {
-                Some(mac) => {
-                    fragment[0..6].copy_from_slice(&mac.0);
-                    self.emit(out, out_port.id, fragment);
-                }
-                None => {
-                    if let Err(reason) = self.hold(out_port, neighbor, fragment, out) {
-                        verdict = Verdict::Drop(reason);
-                    }
-                }
-            }
+            fragments.push(fragment);
             done += piece.len();
         }
-        verdict
+        Ok(fragments)
     }
 
     /// Packets to one of the router's IPv4 addresses.
@@ -353,7 +379,15 @@ impl Pipeline {
             return;
         };
         let original_src = Ipv4Addr::from(m.key.src as u32);
-        let Some(source) = port.ipv4_towards(original_src) else {
+        // A tunnel usually has no address of its own: answer from one of its VRF's.
+        let source = port.ipv4_towards(original_src).or_else(|| {
+            port.vxlan()?;
+            tables
+                .ports()
+                .filter(|p| p.vrf == port.vrf)
+                .find_map(|p| p.ipv4_towards(original_src))
+        });
+        let Some(source) = source else {
             self.icmp_suppressed += 1;
             return;
         };

@@ -13,7 +13,7 @@ use crate::wire::{
 use std::net::{IpAddr, Ipv6Addr};
 
 const ICMPV6_DEST_UNREACHABLE: u8 = 1;
-const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+pub(super) const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 const ICMPV6_TIME_EXCEEDED: u8 = 3;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
@@ -115,6 +115,16 @@ impl Pipeline {
         {
             Route::Local => return None,
             Route::Drop(reason) => return Some(Verdict::Drop(reason)),
+            Route::Tunnel { next_hop } => {
+                if is_link_local(&Ipv6Addr::from(m.key.src)) {
+                    return Some(Verdict::Drop(DropReason::Ipv6SourceInvalid));
+                }
+                if m.ttl <= 1 {
+                    self.icmp6_error(tables, packet, m, ICMPV6_TIME_EXCEEDED, 0, 0, out);
+                    return Some(Verdict::Drop(DropReason::TtlExceeded));
+                }
+                return Some(self.forward_tunnel(tables, packet, m, next_hop, out));
+            }
             Route::Unreachable(reason) => {
                 let code = if reason == DropReason::NoRoute {
                     CODE_NO_ROUTE
@@ -298,7 +308,7 @@ impl Pipeline {
     /// ICMPv6 error back to the previous hop (RFC 4443 2.4: never about an ICMPv6 error or a
     /// packet to a multicast group, except Packet Too Big; at most 1280 bytes).
     #[allow(clippy::too_many_arguments)]
-    fn icmp6_error(
+    pub(super) fn icmp6_error(
         &mut self,
         tables: &Tables,
         packet: &super::Packet<'_>,
@@ -338,6 +348,15 @@ impl Pipeline {
             dst
         } else if is_link_local(&src) {
             port.link_local
+        } else if port.vxlan().is_some() {
+            // A tunnel usually has no address of its own, and its link-local one means
+            // nothing to a remote sender: answer from a global address of its VRF.
+            tables
+                .ports()
+                .filter(|p| p.vrf == port.vrf)
+                .map(|p| p.ipv6_towards(src))
+                .find(|a| !is_link_local(a))
+                .unwrap_or(port.link_local)
         } else {
             port.ipv6_towards(src)
         };

@@ -40,18 +40,20 @@ mod ipv6;
 mod offload;
 mod ratelimit;
 mod resolve;
+mod vxlan;
 
 pub use ratelimit::TokenBucket;
 
-use crate::counters::{Counters, Stage};
+use crate::counters::{Counters, RemoteCounters, Stage};
 use crate::drop::DropReason;
 use crate::flow::{FlowAction, FlowCache, FlowKey, FlowRecord, Lookup};
+use crate::hash::FastMap;
 use crate::ids::PortId;
-use crate::tables::{Port, Tables};
+use crate::tables::{Port, PortKind, Tables};
 use crate::wire::{checksum, EtherType, EthernetAddress, ETHERNET_HEADER_LEN};
 use resolve::Pending;
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 /// Tunables of a pipeline (one per worker).
@@ -201,6 +203,13 @@ impl Output {
         self.events.clear();
     }
 
+    /// Keeps a frame buffer for reuse.
+    fn recycle(&mut self, frame: Vec<u8>) {
+        if self.spare.len() < 256 {
+            self.spare.push(frame);
+        }
+    }
+
     /// A zeroed buffer of `len` bytes, reusing a spare one when possible.
     fn buffer(&mut self, len: usize) -> Vec<u8> {
         let mut frame = self.spare.pop().unwrap_or_default();
@@ -220,10 +229,11 @@ enum Next {
     Arp,
     Lookup,
     Local,
+    Decap,
 }
 
 impl Next {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 }
 
 /// Per-packet scratch state between stages.
@@ -247,6 +257,8 @@ struct Meta {
     fragment: bool,
     key: FlowKey,
     hash: u64,
+    /// Outer source (remote VTEP) of a packet that came out of a tunnel, 0 otherwise.
+    tunnel_src: u32,
 }
 
 /// A worker's pipeline: flow cache, counters, neighbor hold queue, ICMP rate limit.
@@ -262,6 +274,7 @@ pub struct Pipeline {
     now_ms: u32,
     ip_ident: u16,
     icmp_suppressed: u64,
+    remotes: FastMap<(PortId, Ipv4Addr), RemoteCounters>,
 }
 
 impl Pipeline {
@@ -277,6 +290,7 @@ impl Pipeline {
             now_ms: 0,
             ip_ident: 1,
             icmp_suppressed: 0,
+            remotes: FastMap::default(),
             config,
         }
     }
@@ -290,6 +304,10 @@ impl Pipeline {
     pub fn counters(&self) -> Counters {
         let mut counters = self.counters.clone();
         counters.flow = self.flow.counters;
+        counters.remotes = self.remotes.values().copied().collect();
+        counters
+            .remotes
+            .sort_unstable_by_key(|r| (r.tunnel, r.remote));
         counters
     }
 
@@ -313,7 +331,9 @@ impl Pipeline {
         self.pending.held()
     }
 
-    /// ICMP errors not generated because the packet did not qualify (RFC 1812 4.3.2.7).
+    /// ICMP errors not generated because the packet did not qualify (RFC 1812 4.3.2.7), and
+    /// answers to a packet that came out of a tunnel that could not be sent back into it (no
+    /// underlay route to its VTEP, or the neighbor hold queue full).
     pub fn icmp_errors_suppressed(&self) -> u64 {
         self.icmp_suppressed
     }
@@ -361,6 +381,21 @@ impl Pipeline {
             clock = self.account(Stage::EthernetInput, n, clock);
         }
 
+        // vxlan-input: outer headers checked and stripped; the inner frames went through
+        // ethernet-input on their tunnel port and wait for their next stage like the others.
+        let decaps = waiting[Next::Decap as usize];
+        if decaps > 0 {
+            for i in 0..n {
+                if meta[i].next != Next::Decap {
+                    continue;
+                }
+                self.vxlan_input(tables, &mut packets[i], &mut meta[i], &mut verdicts[i]);
+                waiting[meta[i].next as usize] += 1;
+            }
+            waiting[Next::Decap as usize] = 0;
+            clock = self.account(Stage::VxlanInput, decaps, clock);
+        }
+
         // flow-lookup: hash and touch every bucket first so the cache misses of the batch
         // overlap, then look up and rewrite the hits.
         let flows = waiting[Next::Flow as usize];
@@ -387,9 +422,24 @@ impl Pipeline {
                     .lookup(&m.key, m.hash, generation, self.now_ms, packet.len as u32)
                 {
                     Lookup::Hit(_, action) if m.ttl > 1 && m.ip_len <= action.mtu => {
-                        rewrite(packet.frame_mut(), m, &action);
                         m.next = Next::Done;
-                        self.transmit(&mut verdicts[i], action.port(), packet.len);
+                        match action.encap {
+                            None => {
+                                rewrite(packet.frame_mut(), m, &action);
+                                self.transmit(&mut verdicts[i], action.port(), packet.len);
+                            }
+                            Some(next_hop) => {
+                                let m = &meta[i];
+                                match self.encapsulate_hit(tables, packet, m, &action, next_hop) {
+                                    Ok(()) => {
+                                        self.transmit(&mut verdicts[i], action.port(), packet.len)
+                                    }
+                                    Err(reason) => {
+                                        self.drop_packet(&mut verdicts[i], packet.in_port, reason)
+                                    }
+                                }
+                            }
+                        }
                     }
                     _ => {
                         m.next = Next::Lookup;
@@ -441,7 +491,8 @@ impl Pipeline {
             if meta[i].next != next {
                 continue;
             }
-            let verdict = match next {
+            let emitted_before = out.emitted.len();
+            let mut verdict = match next {
                 Next::Lookup => {
                     if meta[i].key.ipv6 {
                         self.ipv6_lookup(tables, &mut packets[i], &mut meta[i], out)
@@ -457,8 +508,26 @@ impl Pipeline {
                     }
                 }
                 Next::Arp => self.arp_input(tables, &mut packets[i], &meta[i], out),
-                Next::Done | Next::Flow => continue,
+                Next::Done | Next::Flow | Next::Decap => continue,
             };
+            // What answers a packet that came out of a tunnel goes back into it.
+            if meta[i].tunnel_src != 0 {
+                let remote = Ipv4Addr::from(meta[i].tunnel_src);
+                if out.emitted.len() > emitted_before {
+                    self.encapsulate_emitted(tables, out, emitted_before, remote, meta[i].hash);
+                }
+                if let Some(Verdict::Transmit(port)) = verdict {
+                    if tables.port(port).is_some_and(|p| p.vxlan().is_some()) {
+                        verdict = Some(self.reply_into_tunnel(
+                            tables,
+                            &mut packets[i],
+                            &meta[i],
+                            port,
+                            out,
+                        ));
+                    }
+                }
+            }
             // A slow-path packet routed to the router itself continues in ip-local.
             if let Some(verdict) = verdict {
                 meta[i].next = Next::Done;
@@ -545,6 +614,13 @@ impl Pipeline {
                     if offload::complete_partial_checksum(packet.frame_mut(), m) {
                         self.counters.checksums_completed += 1;
                     }
+                    if m.key.dst_port == crate::wire::VXLAN_PORT
+                        && m.key.protocol == u8::from(crate::wire::IpProtocol::Udp)
+                        && !m.fragment
+                        && tables.is_vtep(in_port, std::net::Ipv4Addr::from(m.key.dst as u32))
+                    {
+                        m.next = Next::Decap;
+                    }
                 }
                 Err(reason) => self.drop_packet(verdict, in_port, reason),
             },
@@ -584,7 +660,9 @@ fn classify_ethernet(port: &Port, frame: &[u8]) -> Result<EthernetClass, DropRea
         return Err(DropReason::EthernetSourceInvalid);
     }
     let ethertype = EtherType::from(u16::from_be_bytes([frame[12], frame[13]]));
-    let for_port = dst == port.mac;
+    // A tunnel is a point-to-point link between routers: whatever unicast MAC the remote
+    // end wrote (a Linux peer writes ours, another vrouter may write its own) is for us.
+    let for_port = dst == port.mac || (matches!(port.kind, PortKind::Vxlan(_)) && dst.is_unicast());
     match ethertype {
         EtherType::Ipv4 if for_port => Ok(EthernetClass::Ipv4),
         EtherType::Ipv6 if for_port => Ok(EthernetClass::Ipv6 {

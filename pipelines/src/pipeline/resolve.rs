@@ -7,7 +7,7 @@
 use super::{rewrite, Meta, Output, Pipeline, Verdict};
 use crate::drop::DropReason;
 use crate::flow::FlowAction;
-use crate::ids::{NextHopId, PortId};
+use crate::ids::{NextHopId, PortId, VrfId};
 use crate::tables::{NextHop, Port, Tables};
 use crate::wire::{checksum, EthernetAddress, IpProtocol, ETHERNET_HEADER_LEN};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -44,6 +44,11 @@ pub(super) enum Route {
     /// No route (`NoRoute`) or an unreachable route (`Unreachable`): drop and answer with the
     /// family's destination-unreachable message.
     Unreachable(DropReason),
+    /// Encapsulate with the VXLAN next hop `next_hop` (a [`NextHop::Vxlan`]).
+    Tunnel {
+        /// The next hop.
+        next_hop: NextHopId,
+    },
     /// Send out of `port` to the neighbor `neighbor` (the destination or the gateway).
     Forward {
         /// Egress port.
@@ -60,7 +65,12 @@ impl Pipeline {
         let Some(port) = tables.port(in_port) else {
             return Route::Drop(DropReason::PortUnknown);
         };
-        let Some(vrf) = tables.vrf(port.vrf) else {
+        self.route_in(tables, port.vrf, dst, hash)
+    }
+
+    /// Route lookup in `vrf` (the underlay's, for a remote VTEP).
+    pub(super) fn route_in(&self, tables: &Tables, vrf: VrfId, dst: IpAddr, hash: u64) -> Route {
+        let Some(vrf) = tables.vrf(vrf) else {
             return Route::Drop(DropReason::VrfUnknown);
         };
         let Some(id) = vrf.lookup(dst) else {
@@ -84,6 +94,7 @@ impl Pipeline {
                     neighbor: *gateway,
                 }
             }
+            NextHop::Vxlan { .. } => Route::Tunnel { next_hop: id },
             NextHop::Gateway { .. } | NextHop::Ecmp { .. } => {
                 Route::Drop(DropReason::NextHopInvalid)
             }
@@ -127,6 +138,7 @@ impl Pipeline {
             mtu: out_port.mtu,
             src_mac: out_port.mac,
             dst_mac: EthernetAddress::UNSPECIFIED,
+            encap: None,
         };
         match tables.neighbors().get(out_port.id, neighbor) {
             Some(entry) => {

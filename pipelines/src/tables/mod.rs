@@ -39,6 +39,12 @@ pub const MAX_PORTS: u16 = 1024;
 pub const MIN_MTU: u16 = 68;
 /// Largest MTU accepted on a port (jumbo frames that fit a 16 KiB frame).
 pub const MAX_MTU: u16 = 9000;
+/// Bytes VXLAN over IPv4 adds in front of the inner frame: outer Ethernet (14), IPv4 (20),
+/// UDP (8) and VXLAN (8). The inner Ethernet header rides inside, so the overlay's IP MTU is
+/// the underlay's minus 50 (RFC 7348 section 4.3).
+pub const VXLAN_OVERHEAD: u16 = 50;
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = 0x00ff_ffff;
 
 /// An IPv4 or IPv6 prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -193,6 +199,49 @@ impl fmt::Display for InterfaceAddress {
     }
 }
 
+/// The outer DF bit of VXLAN packets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DfPolicy {
+    /// Never set: the underlay may fragment (Linux's default for vxlan devices).
+    #[default]
+    Unset,
+    /// Always set.
+    Set,
+    /// Copied from an inner IPv4 packet (unset for inner IPv6).
+    Inherit,
+}
+
+/// Encapsulation settings of a VXLAN tunnel port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VxlanParams {
+    /// VXLAN network identifier (24 bits).
+    pub vni: u32,
+    /// Local VTEP: an IPv4 address of the uplink port, the outer source.
+    pub local: Ipv4Addr,
+    /// The port the underlay is reached through (it holds `local`).
+    pub uplink: PortId,
+    /// Outer TTL; 0 copies the inner TTL / hop limit (after its decrement).
+    pub ttl: u8,
+    /// Outer DF bit.
+    pub df: DfPolicy,
+    /// Compute the outer UDP checksum (RFC 7348 allows zero; Linux sends zero by default).
+    pub udp_checksum: bool,
+}
+
+/// What a port is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    /// A Linux interface with AF_XDP sockets.
+    #[default]
+    Ethernet,
+    /// A logical VXLAN tunnel: frames "sent" on it are encapsulated towards a remote VTEP
+    /// and leave through the underlay; decapsulated frames arrive on it in its VRF. It has no
+    /// socket of its own.
+    Vxlan(VxlanParams),
+}
+
 /// A dataplane port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Port {
@@ -210,9 +259,21 @@ pub struct Port {
     pub addresses: Vec<InterfaceAddress>,
     /// IPv6 link-local address derived from the MAC (EUI-64), used for neighbor discovery.
     pub link_local: Ipv6Addr,
+    /// Interface or VXLAN tunnel.
+    #[serde(default)]
+    pub kind: PortKind,
 }
 
 impl Port {
+    /// The tunnel settings, if this is a VXLAN tunnel port.
+    #[inline]
+    pub fn vxlan(&self) -> Option<&VxlanParams> {
+        match &self.kind {
+            PortKind::Vxlan(params) => Some(params),
+            PortKind::Ethernet => None,
+        }
+    }
+
     /// The first IPv4 address of the port, the source of its ARP requests and ICMP errors.
     pub fn ipv4(&self) -> Option<Ipv4Addr> {
         self.addresses.iter().find_map(|a| match a.addr {
@@ -335,6 +396,16 @@ pub enum RouteTarget {
     },
     /// ECMP over several paths (each a `Dev` or a `Via`).
     Multipath(Vec<RouteTarget>),
+    /// Into a VXLAN tunnel port (of the route's VRF), towards a remote VTEP.
+    Vxlan {
+        /// The tunnel port.
+        tunnel: PortId,
+        /// Remote VTEP.
+        remote: Ipv4Addr,
+        /// Inner destination MAC; default: the tunnel's own MAC (what another vrouter, which
+        /// accepts any unicast inner destination, needs; a Linux peer needs its device's MAC).
+        mac: Option<EthernetAddress>,
+    },
 }
 
 /// One change of a transaction.
@@ -363,6 +434,22 @@ pub enum TableOp {
         mtu: u16,
         /// VRF.
         vrf: VrfId,
+    },
+    /// Adds a VXLAN tunnel port: the VNI's frames are decapsulated into `vrf`, and routes
+    /// with a [`RouteTarget::Vxlan`] target encapsulate through it. Removed with `DelPort`.
+    AddVxlan {
+        /// Id chosen by the dataplane.
+        id: PortId,
+        /// Name (shown in listings; `vxlan<VNI>` by convention).
+        name: String,
+        /// Overlay MAC: inner source of what we encapsulate.
+        mac: EthernetAddress,
+        /// Overlay IP MTU; `None`: the uplink's MTU minus 50.
+        mtu: Option<u16>,
+        /// Overlay VRF.
+        vrf: VrfId,
+        /// Encapsulation settings.
+        params: VxlanParams,
     },
     /// Changes a port's MTU.
     SetPortMtu {
@@ -556,6 +643,44 @@ pub enum TableError {
     /// Bad neighbor address.
     #[error("neighbor address {0} is not a unicast address")]
     BadNeighborAddress(IpAddr),
+    /// VNI out of range.
+    #[error("VNI {0} out of range (max {MAX_VNI})")]
+    VniOutOfRange(u32),
+    /// VNI already used.
+    #[error("VNI {vni} is already tunnel {port}")]
+    VniInUse {
+        /// VNI.
+        vni: u32,
+        /// The tunnel port that has it.
+        port: String,
+    },
+    /// The local VTEP address is not on the uplink.
+    #[error("local VTEP {local} is not an address of {uplink}")]
+    VtepNotOnUplink {
+        /// The address.
+        local: Ipv4Addr,
+        /// The uplink.
+        uplink: String,
+    },
+    /// The port is not what the op needs.
+    #[error("port {port} is not {expected}")]
+    WrongPortKind {
+        /// Port.
+        port: String,
+        /// What was needed.
+        expected: &'static str,
+    },
+    /// A port (or address) that a tunnel depends on cannot be removed.
+    #[error("{what} is used by VXLAN tunnel {tunnel}; remove the tunnel first")]
+    UsedByTunnel {
+        /// What is in use.
+        what: String,
+        /// The tunnel.
+        tunnel: String,
+    },
+    /// Bad remote VTEP.
+    #[error("remote VTEP {0} is not a unicast IPv4 address")]
+    BadRemoteVtep(Ipv4Addr),
     /// Neighbor absent.
     #[error("no neighbor {ip} on port {port}")]
     NoSuchNeighbor {
@@ -606,6 +731,10 @@ pub struct Tables {
     vrfs: Vec<Option<Box<Vrf>>>,
     next_hops: NextHopTable,
     neighbors: NeighborTable,
+    /// Tunnel ports with their VNIs (decapsulation index; a handful of entries).
+    tunnels: Vec<(PortId, u32)>,
+    /// Local VTEP addresses with their uplinks.
+    vteps: Vec<(PortId, Ipv4Addr)>,
 }
 
 impl Default for Tables {
@@ -624,6 +753,8 @@ impl Tables {
             vrfs: vec![Some(Box::default())],
             next_hops: NextHopTable::new(),
             neighbors: NeighborTable::new(),
+            tunnels: Vec::new(),
+            vteps: Vec::new(),
         }
     }
 
@@ -797,8 +928,20 @@ impl Tables {
                     vrf: *vrf,
                     addresses: Vec::new(),
                     link_local: link_local_from_mac(*mac),
+                    kind: PortKind::Ethernet,
                 };
                 self.record(Mutation::InsertPort(Box::new(port)), undo);
+                Ok(true)
+            }
+            TableOp::AddVxlan {
+                id,
+                name,
+                mac,
+                mtu,
+                vrf,
+                params,
+            } => {
+                self.add_vxlan(*id, name, *mac, *mtu, *vrf, *params, undo)?;
                 Ok(true)
             }
             TableOp::SetPortMtu { id, mtu } => {
@@ -809,6 +952,12 @@ impl Tables {
             }
             TableOp::DelPort { id } => {
                 let port = self.port(*id).ok_or(TableError::UnknownPort(*id))?.clone();
+                if let Some(tunnel) = self.tunnel_using(*id, None) {
+                    return Err(TableError::UsedByTunnel {
+                        what: format!("port {}", port.name),
+                        tunnel,
+                    });
+                }
                 for address in port.addresses.iter().rev() {
                     // The port as it is now, without the addresses already removed: with the
                     // original copy, the last of several addresses sharing a subnet still saw
@@ -848,6 +997,12 @@ impl Tables {
                     .clone();
                 if !port.addresses.contains(address) {
                     return Err(TableError::NoSuchAddress(*address));
+                }
+                if let Some(tunnel) = self.tunnel_using(port.id, Some(address.addr)) {
+                    return Err(TableError::UsedByTunnel {
+                        what: format!("address {address}"),
+                        tunnel,
+                    });
                 }
                 self.remove_address(&port, *address, undo)?;
                 Ok(true)
@@ -982,6 +1137,15 @@ impl Tables {
     ) -> Result<(), TableError> {
         let port = self.port(port_id).ok_or(TableError::UnknownPort(port_id))?;
         let subnet = IpPrefix::containing(address.addr, address.prefix_len)?;
+        // A tunnel has no link: a subnet on it would be a connected route with no neighbors.
+        // A host address (flannel's 10.244.N.0/32 on flannel.1) sources ICMP errors about
+        // packets that arrived through the tunnel.
+        if port.vxlan().is_some() && subnet != IpPrefix::host(address.addr) {
+            return Err(TableError::WrongPortKind {
+                port: port.name.clone(),
+                expected: "an Ethernet port (a tunnel takes host addresses only, /32 or /128)",
+            });
+        }
         if !usable_interface_address(address.addr)
             || address.broadcast() == Some(address_v4(address.addr))
             || (matches!(address.addr, IpAddr::V4(_)) && address.prefix_len <= 30 && {
@@ -1109,6 +1273,7 @@ impl Tables {
             RouteTarget::Unreachable => Ok(NextHopValue::Single(NextHop::Unreachable)),
             RouteTarget::Dev { port } => {
                 self.check_port_in_vrf(*port, vrf)?;
+                self.check_ethernet(*port)?;
                 Ok(NextHopValue::Single(NextHop::Connected { port: *port }))
             }
             RouteTarget::Via { gateway, port } => {
@@ -1125,17 +1290,44 @@ impl Tables {
                 let port = match port {
                     Some(port) => {
                         self.check_port_in_vrf(*port, vrf)?;
+                        self.check_ethernet(*port)?;
                         *port
                     }
                     None => self
                         .ports()
-                        .find(|p| p.vrf == vrf && p.on_link(*gateway))
+                        .find(|p| p.vrf == vrf && p.vxlan().is_none() && p.on_link(*gateway))
                         .map(|p| p.id)
                         .ok_or(TableError::GatewayUnreachable(*gateway))?,
                 };
                 Ok(NextHopValue::Single(NextHop::Gateway {
                     port,
                     gateway: *gateway,
+                }))
+            }
+            RouteTarget::Vxlan {
+                tunnel,
+                remote,
+                mac,
+            } => {
+                self.check_port_in_vrf(*tunnel, vrf)?;
+                let port = self.port(*tunnel).ok_or(TableError::UnknownPort(*tunnel))?;
+                if port.vxlan().is_none() {
+                    return Err(TableError::WrongPortKind {
+                        port: port.name.clone(),
+                        expected: "a VXLAN tunnel",
+                    });
+                }
+                if !is_unicast(IpAddr::V4(*remote)) {
+                    return Err(TableError::BadRemoteVtep(*remote));
+                }
+                let mac = mac.unwrap_or(port.mac);
+                if !mac.is_unicast() || mac.0 == [0; 6] {
+                    return Err(TableError::BadMac(mac));
+                }
+                Ok(NextHopValue::Single(NextHop::Vxlan {
+                    tunnel: *tunnel,
+                    remote: *remote,
+                    mac,
                 }))
             }
             RouteTarget::Multipath(paths) => {
@@ -1159,6 +1351,142 @@ impl Tables {
                 Ok(NextHopValue::Ecmp(members))
             }
         }
+    }
+
+    /// Validates and inserts a VXLAN tunnel port.
+    #[allow(clippy::too_many_arguments)]
+    fn add_vxlan(
+        &mut self,
+        id: PortId,
+        name: &str,
+        mac: EthernetAddress,
+        mtu: Option<u16>,
+        vrf: VrfId,
+        params: VxlanParams,
+        undo: &mut Vec<Mutation>,
+    ) -> Result<(), TableError> {
+        if id.0 >= MAX_PORTS {
+            return Err(TableError::PortIdOutOfRange(id.0));
+        }
+        if self.port(id).is_some() {
+            return Err(TableError::PortIdInUse(id.0));
+        }
+        validate_port_name(name)?;
+        if self.port_names.contains_key(name) {
+            return Err(TableError::PortNameInUse(name.to_string()));
+        }
+        if params.vni > MAX_VNI {
+            return Err(TableError::VniOutOfRange(params.vni));
+        }
+        if let Some(other) = self.tunnel_by_vni(params.vni) {
+            return Err(TableError::VniInUse {
+                vni: params.vni,
+                port: other.name.clone(),
+            });
+        }
+        if !mac.is_unicast() || mac.0 == [0; 6] {
+            return Err(TableError::BadMac(mac));
+        }
+        let uplink = self
+            .port(params.uplink)
+            .ok_or(TableError::UnknownPort(params.uplink))?;
+        if uplink.vxlan().is_some() {
+            return Err(TableError::WrongPortKind {
+                port: uplink.name.clone(),
+                expected: "an Ethernet port",
+            });
+        }
+        if !uplink
+            .addresses
+            .iter()
+            .any(|a| a.addr == IpAddr::V4(params.local))
+        {
+            return Err(TableError::VtepNotOnUplink {
+                local: params.local,
+                uplink: uplink.name.clone(),
+            });
+        }
+        let mtu = match mtu {
+            Some(mtu) => mtu,
+            None => uplink.mtu.saturating_sub(VXLAN_OVERHEAD),
+        };
+        validate_mtu(mtu)?;
+        self.ensure_vrf(vrf, undo)?;
+        let port = Port {
+            id,
+            name: name.to_string(),
+            mac,
+            mtu,
+            vrf,
+            addresses: Vec::new(),
+            link_local: link_local_from_mac(mac),
+            kind: PortKind::Vxlan(params),
+        };
+        self.record(Mutation::InsertPort(Box::new(port)), undo);
+        Ok(())
+    }
+
+    /// The tunnel port of a VNI.
+    pub fn tunnel_by_vni(&self, vni: u32) -> Option<&Port> {
+        self.ports()
+            .find(|p| p.vxlan().is_some_and(|params| params.vni == vni))
+    }
+
+    /// The tunnel whose local VTEP is `local` on `uplink` and whose VNI is `vni`: the
+    /// decapsulation lookup.
+    #[inline]
+    pub fn tunnel_for(&self, uplink: PortId, local: Ipv4Addr, vni: u32) -> Option<&Port> {
+        self.tunnels.iter().find_map(|&(id, tunnel_vni)| {
+            if tunnel_vni != vni {
+                return None;
+            }
+            let port = self.port(id)?;
+            let params = port.vxlan()?;
+            (params.uplink == uplink && params.local == local).then_some(port)
+        })
+    }
+
+    /// True if `addr` is a local VTEP on `uplink` (so UDP 4789 to it is VXLAN for us).
+    #[inline]
+    pub fn is_vtep(&self, uplink: PortId, addr: Ipv4Addr) -> bool {
+        self.vteps.iter().any(|&(p, a)| p == uplink && a == addr)
+    }
+
+    /// Name of a tunnel that uses `port` as its uplink (and `addr` as its VTEP, if given).
+    fn tunnel_using(&self, port: PortId, addr: Option<IpAddr>) -> Option<String> {
+        self.ports()
+            .find(|p| {
+                p.vxlan().is_some_and(|params| {
+                    params.uplink == port && addr.is_none_or(|a| a == IpAddr::V4(params.local))
+                })
+            })
+            .map(|p| p.name.clone())
+    }
+
+    /// Rebuilds the small decapsulation indexes after a port change.
+    fn reindex_tunnels(&mut self) {
+        self.tunnels.clear();
+        self.vteps.clear();
+        for port in self.ports.iter().flatten() {
+            if let PortKind::Vxlan(params) = &port.kind {
+                self.tunnels.push((port.id, params.vni));
+                if !self.vteps.contains(&(params.uplink, params.local)) {
+                    self.vteps.push((params.uplink, params.local));
+                }
+            }
+        }
+    }
+
+    /// Refuses a tunnel port where a route needs a link with neighbors.
+    fn check_ethernet(&self, port: PortId) -> Result<(), TableError> {
+        let p = self.port(port).ok_or(TableError::UnknownPort(port))?;
+        if p.vxlan().is_some() {
+            return Err(TableError::WrongPortKind {
+                port: p.name.clone(),
+                expected: "an Ethernet port (route via a tunnel with a vxlan target)",
+            });
+        }
+        Ok(())
     }
 
     fn check_port_in_vrf(&self, port: PortId, vrf: VrfId) -> Result<(), TableError> {
@@ -1199,12 +1527,19 @@ impl Tables {
                 }
                 self.port_names.insert(port.name.clone(), port.id);
                 let id = port.id;
+                let tunnel = port.vxlan().is_some();
                 self.ports[index] = Some(*port);
+                if tunnel {
+                    self.reindex_tunnels();
+                }
                 Some(Mutation::RemovePort(id))
             }
             Mutation::RemovePort(id) => {
                 let port = self.ports.get_mut(id.0 as usize)?.take()?;
                 self.port_names.remove(&port.name);
+                if port.vxlan().is_some() {
+                    self.reindex_tunnels();
+                }
                 Some(Mutation::InsertPort(Box::new(port)))
             }
             Mutation::SetMtu(id, mtu) => {

@@ -4,8 +4,9 @@
 
 use crate::hash::FastMap;
 use crate::ids::{NextHopId, PortId};
+use crate::wire::EthernetAddress;
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Where a route sends a packet.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,6 +31,16 @@ pub enum NextHop {
         /// Gateway address (same family as the route, or IPv4 over IPv6 not supported).
         gateway: IpAddr,
     },
+    /// Into a VXLAN tunnel: encapsulated towards the remote VTEP. The underlay route and
+    /// neighbor of `remote` are looked up per flow in the uplink's VRF.
+    Vxlan {
+        /// The tunnel's logical port (VNI, local VTEP, uplink, overlay VRF).
+        tunnel: PortId,
+        /// Remote VTEP.
+        remote: Ipv4Addr,
+        /// Inner destination MAC (the remote overlay's MAC).
+        mac: EthernetAddress,
+    },
     /// Equal-cost multipath: one member chosen per flow by hash, so a flow never changes path
     /// while the group is unchanged. Members are `Connected` or `Gateway` next hops.
     Ecmp {
@@ -42,7 +53,9 @@ impl NextHop {
     /// The egress port this next hop names directly, if any.
     pub fn port(&self) -> Option<PortId> {
         match self {
-            NextHop::Connected { port } | NextHop::Gateway { port, .. } => Some(*port),
+            NextHop::Connected { port }
+            | NextHop::Gateway { port, .. }
+            | NextHop::Vxlan { tunnel: port, .. } => Some(*port),
             _ => None,
         }
     }
