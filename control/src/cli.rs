@@ -23,25 +23,30 @@
 //! - `-j` prints the response's payload (the response object without its `type` tag) after
 //!   the same local filtering as the table (`port list IFNAME`, `neigh list dev`, `drops`
 //!   without `all`). Errors are always text on stderr.
+//! - `route add ... vxlan VNI` without `vrf` sends no VRF ([`RouteChange::vrf`] is `None`):
+//!   the daemon puts the route in the VNI's VRF, which only it knows.
+//! - `vxlan add` replaces the whole tunnel (like a `[[vxlan]]` table): options not given
+//!   return to their defaults.
 //! - Not fixed: the protocol has no "VRF not given" for `port add`, so adding an address to
 //!   a port outside VRF 0 needs its `vrf ID` repeated.
 
 use crate::client::{error_code_name, response_name, Client, ClientError, DEFAULT_TIMEOUT};
 use crate::config::{
-    Cidr, Config, ConfigError, NeighborConfig, PathConfig, PortConfig, RouteConfig,
+    Cidr, Config, ConfigError, NeighborConfig, PathConfig, PortConfig, VxlanConfig,
+    DEFAULT_VXLAN_TTL,
 };
 use crate::proto::{
     Change, DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortChange, PortStatus, Request,
-    Response, Role, RouteEntry, StatsReport, Status,
+    Response, Role, RouteChange, RouteEntry, StatsReport, Status, VxlanEntry,
 };
 use clap::Parser;
-use pipelines::tables::{MAX_MTU, MIN_MTU};
+use pipelines::tables::{DfPolicy, MAX_MTU, MAX_VNI, MIN_MTU};
 use pipelines::wire::EthernetAddress;
 use pipelines::{IpPrefix, VrfId};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -120,11 +125,16 @@ Commands:
   route add PREFIX dev IFNAME [vrf ID]
   route add PREFIX blackhole|unreachable [vrf ID]
   route add PREFIX nexthop via GATEWAY [dev IFNAME] nexthop ... [vrf ID]
+  route add PREFIX vxlan VNI remote VTEP_IP [mac MAC] [vrf ID]
   route del PREFIX [vrf ID]
   route list [vrf ID]
   neigh add IP lladdr MAC dev IFNAME
   neigh del IP dev IFNAME
   neigh list [dev IFNAME]
+  vxlan add VNI [vrf ID] local VTEP_IP dev UPLINK [mac MAC] [mtu N] [ttl N|inherit]
+            [df set|unset|inherit] [udpcsum|noudpcsum] [addr A.B.C.D/32]...
+  vxlan del VNI
+  vxlan list [VNI]
   flow list [limit N]
   stats
   drops [all]
@@ -155,11 +165,21 @@ const USAGE: &[(&str, &str)] = &[
         "route",
         "route add PREFIX nexthop via GATEWAY [dev IFNAME] nexthop ... [vrf ID]",
     ),
+    (
+        "route",
+        "route add PREFIX vxlan VNI remote VTEP_IP [mac MAC] [vrf ID]",
+    ),
     ("route", "route del PREFIX [vrf ID]"),
     ("route", "route list [vrf ID]"),
     ("neigh", "neigh add IP lladdr MAC dev IFNAME"),
     ("neigh", "neigh del IP dev IFNAME"),
     ("neigh", "neigh list [dev IFNAME]"),
+    (
+        "vxlan",
+        "vxlan add VNI [vrf ID] local VTEP_IP dev UPLINK [mac MAC] [mtu N] [ttl N|inherit] [df set|unset|inherit] [udpcsum|noudpcsum] [addr A.B.C.D/32]...",
+    ),
+    ("vxlan", "vxlan del VNI"),
+    ("vxlan", "vxlan list [VNI]"),
     ("flow", "flow list [limit N]"),
     ("stats", "stats"),
     ("drops", "drops [all]"),
@@ -212,7 +232,7 @@ impl UsageError {
 /// A parsed command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// `port|route|neigh add|del ...`: changes applied as one transaction.
+    /// `port|route|neigh|vxlan add|del ...`: changes applied as one transaction.
     Change(Vec<Change>),
     /// `apply -f FILE`: the file's desired state replaces the current one (`-` is stdin).
     ApplyFile(PathBuf),
@@ -234,6 +254,11 @@ pub enum Command {
     NeighList {
         /// Only this port.
         dev: Option<String>,
+    },
+    /// `vxlan list [VNI]`.
+    VxlanList {
+        /// Only this VNI.
+        vni: Option<u32>,
     },
     /// `flow list [limit N]`.
     FlowList {
@@ -267,6 +292,7 @@ impl Command {
             Command::PortList { .. } => Request::Ports,
             Command::RouteList { vrf } => Request::Routes { vrf: *vrf },
             Command::NeighList { .. } => Request::Neighbors,
+            Command::VxlanList { .. } => Request::Vxlans,
             Command::FlowList { limit } => Request::Flows { limit: *limit },
             Command::Stats => Request::Stats,
             Command::Drops { .. } => Request::Drops,
@@ -287,6 +313,7 @@ const OBJECTS: &[(&str, &str)] = &[
     ("route", "route"),
     ("neighbor", "neigh"),
     ("neighbour", "neigh"),
+    ("vxlan", "vxlan"),
     ("flow", "flow"),
     ("stats", "stats"),
     ("statistics", "stats"),
@@ -300,7 +327,7 @@ const OBJECTS: &[(&str, &str)] = &[
 ];
 
 const OBJECT_LIST: &str =
-    "port, route, neigh, flow, stats, drops, status, apply, batch, show, help";
+    "port, route, neigh, vxlan, flow, stats, drops, status, apply, batch, show, help";
 
 /// Resolves `word` against `table` (keyword, value): an exact match, else the first keyword
 /// in table order that `word` is a prefix of.
@@ -465,6 +492,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         "port" => parse_port(&mut words),
         "route" => parse_route(&mut words),
         "neigh" => parse_neigh(&mut words),
+        "vxlan" => parse_vxlan(&mut words),
         "flow" => {
             words.verb(SHOW_VERBS, Some(Verb::List))?;
             let mut limit = None;
@@ -586,6 +614,20 @@ fn parse_ip(words: &Words<'_>, what: &str, value: &str) -> Result<IpAddr, UsageE
     value
         .parse()
         .map_err(|_| words.error(format!("bad {what} '{value}': not an IPv4 or IPv6 address")))
+}
+
+fn parse_ipv4(words: &Words<'_>, what: &str, value: &str) -> Result<Ipv4Addr, UsageError> {
+    value
+        .parse()
+        .map_err(|_| words.error(format!("bad {what} '{value}': not an IPv4 address")))
+}
+
+fn parse_vni(words: &Words<'_>, value: &str) -> Result<u32, UsageError> {
+    match value.parse::<u32>() {
+        Ok(vni) if vni <= MAX_VNI => Ok(vni),
+        Ok(vni) => Err(words.error(format!("bad vni {vni}: VNI exceeds {MAX_VNI}"))),
+        Err(_) => Err(words.error(format!("bad vni '{value}': expected a number 0-{MAX_VNI}"))),
+    }
 }
 
 fn parse_mac(words: &Words<'_>, what: &str, value: &str) -> Result<EthernetAddress, UsageError> {
@@ -780,6 +822,9 @@ fn parse_route_add(words: &mut Words<'_>) -> Result<Command, UsageError> {
     let mut via = None;
     let mut dev = None;
     let mut nexthops: Vec<PathConfig> = Vec::new();
+    let mut vxlan = None;
+    let mut remote = None;
+    let mut mac = None;
     while let Some(word) = words.next() {
         if let Some(k) = drop_kind(word) {
             if kind.is_some() {
@@ -821,9 +866,27 @@ fn parse_route_add(words: &mut Words<'_>) -> Result<Command, UsageError> {
                 }
                 nexthops.push(PathConfig { via: None, dev: None });
             }
+            "vxlan" => {
+                let value = words.value("vxlan", "a VNI")?;
+                let vni = parse_vni(words, value)?;
+                set_once(&mut vxlan, vni, "vxlan", words)?;
+            }
+            "remote" => {
+                let value = words.value("remote", "the remote VTEP's IPv4 address")?;
+                let address = parse_ipv4(words, "remote", value)?;
+                set_once(&mut remote, address, "remote", words)?;
+            }
+            "mac" | "lladdr" => {
+                let value = words.value(word, "the inner destination MAC")?;
+                let m = parse_mac(words, "mac", value)?;
+                if !m.is_unicast() || m.0 == [0; 6] {
+                    return Err(words.error(format!("bad mac '{value}': not unicast")));
+                }
+                set_once(&mut mac, m, "mac", words)?;
+            }
             other => {
                 return Err(words.error(format!(
-                    "unexpected '{other}' in route add; expected via, dev, vrf, nexthop, blackhole or unreachable"
+                    "unexpected '{other}' in route add; expected via, dev, vrf, nexthop, vxlan, blackhole or unreachable"
                 )))
             }
         }
@@ -848,32 +911,45 @@ fn parse_route_add(words: &mut Words<'_>) -> Result<Command, UsageError> {
             )));
         }
     }
+    match vxlan {
+        Some(vni) if remote.is_none() => {
+            return Err(words.error(format!("route add {text} vxlan {vni} needs remote VTEP_IP")))
+        }
+        None if remote.is_some() || mac.is_some() => {
+            return Err(words.error("remote and mac are for vxlan routes: give vxlan VNI"))
+        }
+        _ => {}
+    }
     let given = [
         via.is_some() || dev.is_some(),
         kind.is_some(),
         !nexthops.is_empty(),
+        vxlan.is_some(),
     ];
     match given.iter().filter(|g| **g).count() {
         0 => {
             return Err(words.error(format!(
-                "route add {text} needs via GATEWAY, dev IFNAME, blackhole, unreachable or nexthop"
+                "route add {text} needs via GATEWAY, dev IFNAME, blackhole, unreachable, nexthop or vxlan VNI"
             )))
         }
         1 => {}
         _ => {
-            return Err(
-                words.error("give exactly one of via/dev, blackhole, unreachable or nexthop")
-            )
+            return Err(words.error(
+                "give exactly one of via/dev, blackhole, unreachable, nexthop or vxlan",
+            ))
         }
     }
-    Ok(Command::Change(vec![Change::AddRoute(RouteConfig {
+    Ok(Command::Change(vec![Change::AddRoute(RouteChange {
         prefix,
-        vrf: vrf.unwrap_or(0),
+        vrf,
         via,
         dev,
         blackhole: kind == Some(DropKind::Blackhole),
         unreachable: kind == Some(DropKind::Unreachable),
         nexthops,
+        vxlan,
+        remote,
+        mac,
     })]))
 }
 
@@ -942,8 +1018,142 @@ fn parse_neigh(words: &mut Words<'_>) -> Result<Command, UsageError> {
     })]))
 }
 
-/// Parses a batch file: one change command per line (`port`, `route`, `neigh` with `add` or
-/// `del`), `#` comments and blank lines ignored. Errors name the line.
+fn parse_vxlan(words: &mut Words<'_>) -> Result<Command, UsageError> {
+    match words.verb(CHANGE_VERBS, Some(Verb::List))? {
+        Verb::List => {
+            let vni = words.next().map(|v| parse_vni(words, v)).transpose()?;
+            words.finish("vxlan list [VNI]")?;
+            Ok(Command::VxlanList { vni })
+        }
+        Verb::Delete => {
+            let value = words.required("vxlan del", "a VNI")?;
+            let vni = parse_vni(words, value)?;
+            words.finish("vxlan del VNI")?;
+            Ok(Command::Change(vec![Change::DelVxlan { vni }]))
+        }
+        Verb::Add => parse_vxlan_add(words),
+    }
+}
+
+fn parse_vxlan_add(words: &mut Words<'_>) -> Result<Command, UsageError> {
+    let value = words.required("vxlan add", "a VNI")?;
+    let vni = parse_vni(words, value)?;
+    let mut vrf = None;
+    let mut local = None;
+    let mut dev = None;
+    let mut mac = None;
+    let mut mtu = None;
+    let mut ttl = None;
+    let mut df = None;
+    let mut udp_checksum = None;
+    let mut addresses: Vec<Cidr> = Vec::new();
+    while let Some(word) = words.next() {
+        match word {
+            "vrf" | "table" => {
+                let value = words.value(word, "a VRF id")?;
+                let id = parse_vrf(words, value)?;
+                set_once(&mut vrf, id, "vrf", words)?;
+            }
+            "local" => {
+                let value = words.value("local", "the local VTEP's IPv4 address")?;
+                let address = parse_ipv4(words, "local", value)?;
+                set_once(&mut local, address, "local", words)?;
+            }
+            "dev" => {
+                let value = words.value("dev", "the uplink's interface name")?;
+                let name = parse_ifname(words, value)?;
+                set_once(&mut dev, name, "dev", words)?;
+            }
+            "mac" | "lladdr" => {
+                let value = words.value(word, "a MAC address")?;
+                let m = parse_mac(words, "mac", value)?;
+                set_once(&mut mac, m, "mac", words)?;
+            }
+            "mtu" => {
+                let value = words.value("mtu", "a number of bytes")?;
+                let n = value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| (MIN_MTU..=MAX_MTU).contains(n))
+                    .ok_or_else(|| {
+                        words.error(format!(
+                            "bad mtu '{value}': expected a number {MIN_MTU}-{MAX_MTU}"
+                        ))
+                    })?;
+                set_once(&mut mtu, n, "mtu", words)?;
+            }
+            "ttl" => {
+                let value = words.value("ttl", "1-255 or inherit")?;
+                // 0 is how the config file says "inherit"; on the command line `ttl 0`
+                // would read as Linux's "default TTL", so only the keyword is taken.
+                let n = match value {
+                    "inherit" => 0,
+                    _ => value.parse::<u8>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        words.error(format!("bad ttl '{value}': expected 1-255 or inherit"))
+                    })?,
+                };
+                set_once(&mut ttl, n, "ttl", words)?;
+            }
+            "df" => {
+                let value = words.value("df", "set, unset or inherit")?;
+                let policy = match value {
+                    "set" => DfPolicy::Set,
+                    "unset" => DfPolicy::Unset,
+                    "inherit" => DfPolicy::Inherit,
+                    _ => {
+                        return Err(words.error(format!(
+                            "bad df '{value}': expected set, unset or inherit"
+                        )))
+                    }
+                };
+                set_once(&mut df, policy, "df", words)?;
+            }
+            "udpcsum" | "noudpcsum" => {
+                set_once(&mut udp_checksum, word == "udpcsum", "udpcsum/noudpcsum", words)?;
+            }
+            "addr" | "address" => {
+                let value = words.value(word, "ADDRESS/32 or ADDRESS/128")?;
+                let cidr: Cidr = value
+                    .parse()
+                    .map_err(|e| words.error(format!("bad address {value}: {e}")))?;
+                if addresses.iter().any(|a| a.addr == cidr.addr) {
+                    return Err(words.error(format!("address {} given twice", cidr.addr)));
+                }
+                addresses.push(cidr);
+            }
+            other => {
+                return Err(words.error(format!(
+                    "unexpected '{other}' in vxlan add; expected vrf, local, dev, mac, mtu, ttl, df, udpcsum, noudpcsum or addr"
+                )))
+            }
+        }
+    }
+    let local = local.ok_or_else(|| words.error(format!("vxlan add {vni} needs local VTEP_IP")))?;
+    let dev = dev.ok_or_else(|| words.error(format!("vxlan add {vni} needs dev UPLINK")))?;
+    if let Some(m) = mac.filter(|m| !m.is_unicast() || m.0 == [0; 6]) {
+        return Err(words.error(format!("bad mac '{m}': not unicast")));
+    }
+    if let Some(a) = addresses
+        .iter()
+        .find(|a| a.len != if a.addr.is_ipv4() { 32 } else { 128 })
+    {
+        return Err(words.error(format!(
+            "bad address {a}: a tunnel takes host addresses only (/32, /128)"
+        )));
+    }
+    Ok(Command::Change(vec![Change::AddVxlan(VxlanConfig {
+        mac,
+        mtu,
+        ttl: ttl.unwrap_or(DEFAULT_VXLAN_TTL),
+        df: df.unwrap_or_default(),
+        udp_checksum: udp_checksum.unwrap_or(false),
+        addresses,
+        ..VxlanConfig::new(vni, vrf.unwrap_or(0), local, dev)
+    })]))
+}
+
+/// Parses a batch file: one change command per line (`port`, `route`, `neigh`, `vxlan` with
+/// `add` or `del`), `#` comments and blank lines ignored. Errors name the line.
 pub fn parse_batch(text: &str) -> Result<Vec<Change>, UsageError> {
     let mut changes = Vec::new();
     for (index, line) in text.lines().enumerate() {
@@ -960,7 +1170,7 @@ pub fn parse_batch(text: &str) -> Result<Vec<Change>, UsageError> {
             Ok(_) => {
                 return Err(line_error(
                     format!(
-                    "'{}' is not a change; a batch holds port, route and neigh add/del commands",
+                    "'{}' is not a change; a batch holds port, route, neigh and vxlan add/del commands",
                     words.join(" ")
                 ),
                     None,
@@ -1138,6 +1348,7 @@ fn payload_json(response: &Response) -> String {
         }
         Response::Stats { stats } => serde_json::to_string_pretty(&Payload("stats", stats)),
         Response::Drops { drops } => serde_json::to_string_pretty(&Payload("drops", drops)),
+        Response::Vxlans { vxlans } => serde_json::to_string_pretty(&Payload("vxlans", vxlans)),
         Response::Flows { flows } => serde_json::to_string_pretty(&Payload("flows", flows)),
         Response::Status { status } => serde_json::to_string_pretty(&Payload("status", status)),
     };
@@ -1202,6 +1413,18 @@ pub fn render(command: &Command, response: Response, json: bool) -> Result<Rende
             }
             Response::Neighbors { neighbors }
         }
+        (Command::VxlanList { vni }, Response::Vxlans { mut vxlans }) => {
+            if let Some(vni) = vni {
+                vxlans.retain(|v| v.vni == *vni);
+                if vxlans.is_empty() {
+                    return Err(CliError::NotFound(format!("vxlan {vni} does not exist")));
+                }
+            }
+            if !json {
+                rendered.stdout = render_vxlans(&vxlans);
+            }
+            Response::Vxlans { vxlans }
+        }
         (Command::FlowList { .. }, Response::Flows { flows }) => {
             if !json {
                 rendered.stdout = render_flows(&flows);
@@ -1244,6 +1467,7 @@ fn expected_response(command: &Command) -> &'static str {
         Command::PortList { .. } => "ports",
         Command::RouteList { .. } => "routes",
         Command::NeighList { .. } => "neighbors",
+        Command::VxlanList { .. } => "vxlans",
         Command::FlowList { .. } => "flows",
         Command::Stats => "stats",
         Command::Drops { .. } => "drops",
@@ -1321,6 +1545,7 @@ pub fn render_ports(ports: &[PortStatus]) -> String {
         ("NAME", false),
         ("ID", true),
         ("VRF", true),
+        ("KIND", false),
         ("MAC", false),
         ("MTU", true),
         ("QUEUES", true),
@@ -1333,14 +1558,24 @@ pub fn render_ports(ports: &[PortStatus]) -> String {
     for port in ports {
         let addresses: Vec<String> = port.addresses.iter().map(Cidr::to_string).collect();
         let copy = if port.zero_copy { "zc" } else { "copy" };
+        // A tunnel has no interface: no queues, no XDP.
+        let (kind, queues, xdp) = match port.vni {
+            Some(vni) => (format!("vxlan {vni}"), "-".into(), "-".into()),
+            None => (
+                port.kind.clone(),
+                port.queues.to_string(),
+                format!("{}/{copy}", port.xdp_mode),
+            ),
+        };
         table.row(vec![
             port.name.clone(),
             port.id.to_string(),
             port.vrf.to_string(),
+            kind,
             port.mac.to_string(),
             port.mtu.to_string(),
-            port.queues.to_string(),
-            format!("{}/{copy}", port.xdp_mode),
+            queues,
+            xdp,
             port.rx_packets.to_string(),
             port.tx_packets.to_string(),
             port.rx_dropped.to_string(),
@@ -1360,6 +1595,17 @@ pub fn render_routes(routes: &[RouteEntry]) -> String {
         ("DEV", false),
     ]);
     for route in routes {
+        if let (Some(vni), Some(remote)) = (route.vni, route.remote) {
+            let mac = route.mac.map(|m| format!(" mac {m}")).unwrap_or_default();
+            table.row(vec![
+                route.vrf.to_string(),
+                route.prefix.clone(),
+                format!("vxlan {vni}"),
+                format!("remote {remote}{mac}"),
+                dash_if_empty(route.devs.join(",")),
+            ]);
+            continue;
+        }
         let paths = route.gateways.len().max(route.devs.len()).max(1);
         for i in 0..paths {
             let first = i == 0;
@@ -1385,6 +1631,79 @@ pub fn render_routes(routes: &[RouteEntry]) -> String {
         }
     }
     table.render()
+}
+
+/// `vxlan list`: the tunnels, then their remote VTEPs (when any).
+pub fn render_vxlans(vxlans: &[VxlanEntry]) -> String {
+    let mut tunnels = Table::new(&[
+        ("VNI", true),
+        ("NAME", false),
+        ("VRF", true),
+        ("LOCAL", false),
+        ("DEV", false),
+        ("MAC", false),
+        ("MTU", true),
+        ("TTL", true),
+        ("DF", false),
+        ("UDPCSUM", false),
+        ("RX-PACKETS", true),
+        ("RX-BYTES", true),
+        ("TX-PACKETS", true),
+        ("TX-BYTES", true),
+    ]);
+    let mut remotes = Table::new(&[
+        ("VNI", true),
+        ("REMOTE", false),
+        ("ROUTES", true),
+        ("RX-PACKETS", true),
+        ("RX-BYTES", true),
+        ("TX-PACKETS", true),
+        ("TX-BYTES", true),
+    ]);
+    for v in vxlans {
+        let df = match v.df {
+            DfPolicy::Unset => "unset",
+            DfPolicy::Set => "set",
+            DfPolicy::Inherit => "inherit",
+        };
+        tunnels.row(vec![
+            v.vni.to_string(),
+            v.name.clone(),
+            v.vrf.to_string(),
+            v.local.to_string(),
+            v.dev.clone(),
+            v.mac.to_string(),
+            v.mtu.to_string(),
+            if v.ttl == 0 {
+                "inherit".into()
+            } else {
+                v.ttl.to_string()
+            },
+            df.into(),
+            if v.udp_checksum { "yes" } else { "no" }.into(),
+            v.rx_packets.to_string(),
+            v.rx_bytes.to_string(),
+            v.tx_packets.to_string(),
+            v.tx_bytes.to_string(),
+        ]);
+        for r in &v.remotes {
+            remotes.row(vec![
+                v.vni.to_string(),
+                r.remote.to_string(),
+                r.routes.to_string(),
+                r.rx_packets.to_string(),
+                r.rx_bytes.to_string(),
+                r.tx_packets.to_string(),
+                r.tx_bytes.to_string(),
+            ]);
+        }
+    }
+    let mut text = tunnels.render();
+    if !remotes.rows.is_empty() {
+        text.push('\n');
+        text.push_str(&remotes.render());
+    }
+    text
 }
 
 /// Seconds as `45s`, `3m07s`, `2h05m`, `3d04h`.
@@ -1729,7 +2048,7 @@ mod tests {
         }
     }
 
-    fn route(line: &str) -> RouteConfig {
+    fn route(line: &str) -> RouteChange {
         match one_change(line) {
             Change::AddRoute(route) => route,
             other => panic!("'{line}': {other:?}"),
@@ -1772,7 +2091,7 @@ mod tests {
         let e = parse("xyz").unwrap_err();
         assert_eq!(
             e.message,
-            "unknown object 'xyz'; expected one of port, route, neigh, flow, stats, drops, status, apply, batch, show, help"
+            "unknown object 'xyz'; expected one of port, route, neigh, vxlan, flow, stats, drops, status, apply, batch, show, help"
         );
         assert_eq!(e.object, None);
         assert!(parse("").unwrap_err().message.starts_with("missing object"));
@@ -1912,23 +2231,23 @@ mod tests {
         let r = route("route add 10.2.0.0/16 via 10.0.1.2");
         assert_eq!(r.prefix, prefix("10.2.0.0/16"));
         assert_eq!(r.via, Some(ip("10.0.1.2")));
-        assert_eq!((r.vrf, r.dev.as_deref()), (0, None));
+        assert_eq!((r.vrf, r.dev.as_deref()), (None, None));
 
         let r = route("route add 10.2.0.0/16 via 10.0.1.2 dev veth0 vrf 7");
         assert_eq!(r.dev.as_deref(), Some("veth0"));
-        assert_eq!(r.vrf, 7);
+        assert_eq!(r.vrf, Some(7));
 
         let r = route("route add 10.3.0.0/16 dev veth0");
         assert_eq!((r.via, r.dev.as_deref()), (None, Some("veth0")));
 
         let r = route("route add 10.4.0.0/16 blackhole vrf 2");
-        assert!(r.blackhole && !r.unreachable && r.vrf == 2);
+        assert!(r.blackhole && !r.unreachable && r.vrf == Some(2));
         let r = route("route add unreachable 10.5.0.0/16");
         assert!(r.unreachable && !r.blackhole);
 
         let r =
             route("route add 10.6.0.0/16 nexthop via 10.0.1.2 dev a nexthop via 10.0.2.2 vrf 1");
-        assert_eq!(r.vrf, 1);
+        assert_eq!(r.vrf, Some(1));
         assert_eq!(
             r.nexthops,
             vec![
@@ -1969,7 +2288,7 @@ mod tests {
         assert_eq!(parse_err("route add"), "route add needs a prefix");
         assert_eq!(
             parse_err("route add 10.0.0.0/8"),
-            "route add 10.0.0.0/8 needs via GATEWAY, dev IFNAME, blackhole, unreachable or nexthop"
+            "route add 10.0.0.0/8 needs via GATEWAY, dev IFNAME, blackhole, unreachable, nexthop or vxlan VNI"
         );
         assert!(parse_err("route add 10.0.0.0/8 via gw").contains("bad gateway 'gw'"));
         assert!(parse_err("route add 10.0.0.0/8 via fd00::1").contains("not of the family"));
@@ -2034,6 +2353,144 @@ mod tests {
         );
         assert!(parse_err("route list vrf x").contains("bad vrf 'x'"));
         assert!(parse_err("route list 10.0.0.0/8").contains("expected vrf ID"));
+    }
+
+    // ---- vxlan ----
+
+    #[test]
+    fn vxlan_add_forms() {
+        let local: std::net::Ipv4Addr = "192.168.100.1".parse().unwrap();
+        assert_eq!(
+            one_change("vxlan add 100 vrf 5 local 192.168.100.1 dev eth1"),
+            Change::AddVxlan(VxlanConfig::new(100, 5, local, "eth1"))
+        );
+        assert_eq!(
+            one_change("vxlan add 100 local 192.168.100.1 dev eth1"),
+            Change::AddVxlan(VxlanConfig::new(100, 0, local, "eth1"))
+        );
+        let full = one_change(
+            "vxlan replace 100 dev eth1 local 192.168.100.1 vrf 5 mac 0e:00:00:00:64:01 mtu 1400 ttl inherit df inherit udpcsum addr 10.245.1.0/32",
+        );
+        assert_eq!(
+            full,
+            Change::AddVxlan(VxlanConfig {
+                mac: Some(mac("0e:00:00:00:64:01")),
+                mtu: Some(1400),
+                ttl: 0,
+                df: DfPolicy::Inherit,
+                udp_checksum: true,
+                addresses: vec!["10.245.1.0/32".parse().unwrap()],
+                ..VxlanConfig::new(100, 5, local, "eth1")
+            })
+        );
+        let Change::AddVxlan(v) =
+            one_change("vxlan add 7 local 192.168.100.1 dev eth1 ttl 32 df set noudpcsum")
+        else {
+            panic!()
+        };
+        assert_eq!((v.ttl, v.df, v.udp_checksum), (32, DfPolicy::Set, false));
+        assert_eq!(one_change("vxlan del 100"), Change::DelVxlan { vni: 100 });
+        assert_eq!(parse("vxlan").unwrap(), Command::VxlanList { vni: None });
+        assert_eq!(parse("v show").unwrap(), Command::VxlanList { vni: None });
+        assert_eq!(
+            parse("vxlan list 100").unwrap(),
+            Command::VxlanList { vni: Some(100) }
+        );
+        assert_eq!(
+            parse("vxlan list").unwrap().request(),
+            Some(Request::Vxlans)
+        );
+    }
+
+    #[test]
+    fn vxlan_add_errors() {
+        assert_eq!(parse_err("vxlan add"), "vxlan add needs a VNI");
+        assert_eq!(
+            parse_err("vxlan add 16777216 local 10.0.0.1 dev eth1"),
+            "bad vni 16777216: VNI exceeds 16777215"
+        );
+        assert!(parse_err("vxlan add blue local 10.0.0.1 dev eth1").contains("bad vni 'blue'"));
+        assert_eq!(
+            parse_err("vxlan add 100 dev eth1"),
+            "vxlan add 100 needs local VTEP_IP"
+        );
+        assert_eq!(
+            parse_err("vxlan add 100 local 10.0.0.1"),
+            "vxlan add 100 needs dev UPLINK"
+        );
+        assert!(parse_err("vxlan add 100 local fd00::1 dev eth1")
+            .contains("bad local 'fd00::1': not an IPv4 address"));
+        assert!(parse_err("vxlan add 100 local 10.0.0.1 dev eth1 ttl 0")
+            .contains("bad ttl '0': expected 1-255 or inherit"));
+        assert!(parse_err("vxlan add 100 local 10.0.0.1 dev eth1 ttl 256").contains("bad ttl"));
+        assert!(parse_err("vxlan add 100 local 10.0.0.1 dev eth1 df maybe")
+            .contains("bad df 'maybe': expected set, unset or inherit"));
+        assert_eq!(
+            parse_err("vxlan add 100 local 10.0.0.1 dev eth1 udpcsum noudpcsum"),
+            "udpcsum/noudpcsum given twice"
+        );
+        assert!(
+            parse_err("vxlan add 100 local 10.0.0.1 dev eth1 mac 01:00:5e:00:00:01")
+                .contains("not unicast")
+        );
+        assert!(
+            parse_err("vxlan add 100 local 10.0.0.1 dev eth1 mtu 9001").contains("bad mtu '9001'")
+        );
+        assert!(
+            parse_err("vxlan add 100 local 10.0.0.1 dev eth1 addr 10.245.0.0/24")
+                .contains("host addresses only")
+        );
+        assert!(
+            parse_err("vxlan add 100 local 10.0.0.1 dev eth1 group 239.1.1.1")
+                .contains("unexpected 'group' in vxlan add")
+        );
+        assert_eq!(parse_err("vxlan del"), "vxlan del needs a VNI");
+        assert!(parse_err("vxlan del 100 vrf 5").contains("unexpected 'vrf' after vxlan del VNI"));
+        assert!(parse_err("vxlan list 1 2").contains("unexpected '2'"));
+        assert!(usage(Some("vxlan")).contains("vxlan del VNI"));
+    }
+
+    #[test]
+    fn route_add_vxlan() {
+        let r = route("route add 10.244.2.0/24 vxlan 100 remote 192.168.100.2");
+        assert_eq!((r.vxlan, r.vrf, r.mac), (Some(100), None, None));
+        assert_eq!(r.remote, Some("192.168.100.2".parse().unwrap()));
+        let r = route(
+            "route add 10.244.3.0/24 vxlan 100 remote 192.168.100.3 mac 0e:00:00:00:64:03 vrf 5",
+        );
+        assert_eq!((r.vrf, r.mac), (Some(5), Some(mac("0e:00:00:00:64:03"))));
+        let r = route("route add fd00:244:2::/48 vxlan 100 remote 192.168.100.2");
+        assert_eq!(r.prefix, prefix("fd00:244:2::/48"));
+
+        assert_eq!(
+            parse_err("route add 10.244.2.0/24 vxlan 100"),
+            "route add 10.244.2.0/24 vxlan 100 needs remote VTEP_IP"
+        );
+        assert_eq!(
+            parse_err("route add 10.244.2.0/24 remote 192.168.100.2"),
+            "remote and mac are for vxlan routes: give vxlan VNI"
+        );
+        assert!(
+            parse_err("route add 10.244.2.0/24 via 10.0.0.1 vxlan 100 remote 192.168.100.2")
+                .contains("exactly one")
+        );
+        assert!(
+            parse_err("route add 10.244.2.0/24 vxlan 100 remote fd00::2")
+                .contains("bad remote 'fd00::2': not an IPv4 address")
+        );
+        assert!(
+            parse_err("route add 10.244.2.0/24 vxlan x remote 192.168.100.2")
+                .contains("bad vni 'x'")
+        );
+        assert!(parse_err(
+            "route add 10.244.2.0/24 vxlan 100 remote 192.168.100.2 mac ff:ff:ff:ff:ff:ff"
+        )
+        .contains("not unicast"));
+        let changes = parse_batch(
+            "vxlan add 100 vrf 5 local 192.168.100.1 dev eth1\nroute add 10.244.2.0/24 vxlan 100 remote 192.168.100.2\nvxlan del 100\n",
+        )
+        .unwrap();
+        assert_eq!(changes.len(), 3);
     }
 
     // ---- neigh ----
@@ -2291,6 +2748,8 @@ via = \"10.0.1.7\"
                 "fd00:1::1/64".parse().unwrap(),
             ],
             queues: 2,
+            kind: "ethernet".into(),
+            vni: None,
             xdp_mode: "native".into(),
             zero_copy: id == 0,
             rx_packets: 123_456,
@@ -2306,7 +2765,10 @@ via = \"10.0.1.7\"
         let text = render_ports(&[sample_port("veth-pod1", 0), sample_port("p2", 1)]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("NAME       ID  VRF  MAC"), "{text}");
+        assert!(
+            lines[0].starts_with("NAME       ID  VRF  KIND      MAC"),
+            "{text}"
+        );
         assert!(lines[1].contains("native/zc"), "{text}");
         assert!(lines[2].contains("native/copy"), "{text}");
         assert!(lines[1].ends_with("10.0.1.1/24,fd00:1::1/64"), "{text}");
@@ -2325,6 +2787,9 @@ via = \"10.0.1.7\"
                 kind: "multipath".into(),
                 gateways: vec!["10.0.1.2".into(), "10.0.2.2".into()],
                 devs: vec!["a".into(), "b".into()],
+                vni: None,
+                remote: None,
+                mac: None,
             },
             RouteEntry {
                 vrf: 0,
@@ -2332,6 +2797,9 @@ via = \"10.0.1.7\"
                 kind: "blackhole".into(),
                 gateways: vec![],
                 devs: vec![],
+                vni: None,
+                remote: None,
+                mac: None,
             },
         ]);
         let expected = "\
@@ -2341,6 +2809,93 @@ VRF  PREFIX       KIND       VIA       DEV
   0  10.7.0.0/16  blackhole  -         -
 ";
         assert_eq!(text, expected);
+    }
+
+    fn sample_vxlan() -> VxlanEntry {
+        VxlanEntry {
+            vni: 100,
+            name: "vxlan100".into(),
+            id: 3,
+            vrf: 5,
+            local: "192.168.100.1".parse().unwrap(),
+            dev: "eth1".into(),
+            mac: mac("0e:00:00:00:64:01"),
+            mtu: 1450,
+            ttl: 0,
+            df: DfPolicy::Unset,
+            udp_checksum: false,
+            addresses: vec![],
+            rx_packets: 10,
+            rx_bytes: 980,
+            tx_packets: 12,
+            tx_bytes: 1176,
+            remotes: vec![crate::proto::RemoteEntry {
+                remote: "192.168.100.2".parse().unwrap(),
+                routes: 2,
+                rx_packets: 10,
+                rx_bytes: 1480,
+                tx_packets: 12,
+                tx_bytes: 1776,
+            }],
+        }
+    }
+
+    #[test]
+    fn vxlans_routes_and_tunnel_ports_render() {
+        let text = render_vxlans(&[sample_vxlan()]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("VNI  NAME      VRF  LOCAL"), "{text}");
+        assert!(
+            lines[1].contains(
+                "vxlan100    5  192.168.100.1  eth1  0e:00:00:00:64:01  1450  inherit  unset  no"
+            ),
+            "{text}"
+        );
+        assert_eq!(lines[2], "");
+        assert!(lines[3].starts_with("VNI  REMOTE"), "{text}");
+        assert!(lines[4].contains("192.168.100.2       2"), "{text}");
+        let mut lonely = sample_vxlan();
+        lonely.remotes.clear();
+        assert_eq!(render_vxlans(&[lonely]).lines().count(), 2);
+
+        let text = render_routes(&[RouteEntry {
+            vrf: 5,
+            prefix: "10.244.2.0/24".into(),
+            kind: "vxlan".into(),
+            gateways: vec![],
+            devs: vec!["vxlan100".into()],
+            vni: Some(100),
+            remote: Some("192.168.100.2".parse().unwrap()),
+            mac: Some(mac("0e:00:00:00:64:02")),
+        }]);
+        assert!(
+            text.contains(
+                "10.244.2.0/24  vxlan 100  remote 192.168.100.2 mac 0e:00:00:00:64:02  vxlan100"
+            ),
+            "{text}"
+        );
+
+        let mut tunnel = sample_port("vxlan100", 3);
+        tunnel.kind = "vxlan".into();
+        tunnel.vni = Some(100);
+        tunnel.queues = 0;
+        tunnel.xdp_mode = "none".into();
+        let text = render_ports(&[sample_port("eth1", 0), tunnel]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].contains("vxlan 100"), "{text}");
+        assert!(lines[2].contains("1500       -  -"), "{text}");
+
+        let vxlans = || Response::Vxlans {
+            vxlans: vec![sample_vxlan()],
+        };
+        let json = render(&Command::VxlanList { vni: None }, vxlans(), true)
+            .unwrap()
+            .stdout;
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["vxlans"][0]["remotes"][0]["remote"], "192.168.100.2");
+        assert_eq!(value["vxlans"][0]["df"], "unset");
+        let err = render(&Command::VxlanList { vni: Some(7) }, vxlans(), false).unwrap_err();
+        assert_eq!(err.to_string(), "vxlan 7 does not exist");
     }
 
     #[test]
@@ -2656,14 +3211,17 @@ VRF  PREFIX       KIND       VIA       DEV
         assert_eq!(
             seen[1].1,
             Request::Apply {
-                changes: vec![Change::AddRoute(RouteConfig {
+                changes: vec![Change::AddRoute(RouteChange {
                     prefix: prefix("10.2.0.0/16"),
-                    vrf: 0,
+                    vrf: None,
                     via: Some(ip("10.0.9.9")),
                     dev: None,
                     blackhole: false,
                     unreachable: false,
                     nexthops: vec![],
+                    vxlan: None,
+                    remote: None,
+                    mac: None,
                 })]
             }
         );

@@ -330,6 +330,7 @@ pub fn response_name(response: &Response) -> &'static str {
         Response::Neighbors { .. } => "neighbors",
         Response::Stats { .. } => "stats",
         Response::Drops { .. } => "drops",
+        Response::Vxlans { .. } => "vxlans",
         Response::Flows { .. } => "flows",
         Response::Status { .. } => "status",
     }

@@ -20,21 +20,40 @@
 //! ip = "10.0.1.2"
 //! mac = "02:00:00:00:01:02"
 //! dev = "veth-pod1"
+//!
+//! [[vxlan]]                   # overlay: VNI 100 is VRF 0, encapsulated from eth1's address
+//! vni = 100
+//! vrf = 0
+//! local = "192.168.100.1"
+//! dev = "eth1"                # the uplink port holding `local`
+//!
+//! [[route]]                   # pods of another node, behind its VTEP
+//! prefix = "10.244.2.0/24"
+//! vxlan = 100
+//! remote = "192.168.100.2"
 //! ```
 //! [`Config::parse`] reports syntax errors with their line (from the TOML parser) and
-//! semantic errors with the line of the `[[port]]`/`[[route]]`/`[[neighbor]]` table at fault.
+//! semantic errors with the line of the `[[port]]`/`[[route]]`/`[[neighbor]]`/`[[vxlan]]`
+//! table at fault.
+//!
+//! A `[[vxlan]]` becomes a tunnel *port* named `vxlan<VNI>` in the dataplane (no interface, no
+//! socket): [`plan`] creates it after its uplink and the uplink's addresses, before the routes,
+//! and deletes it before anything it depends on, because the tables refuse to remove an uplink
+//! or a VTEP address a tunnel uses. A changed `[[vxlan]]` is re-created (with its routes).
 //! Checks that need the dataplane's view (overlapping subnets, gateways on a connected subnet)
 //! are made by building the tables in memory ([`Config::check_tables`]), so the daemon refuses
 //! such a file before any change reaches the dataplane.
 
 use pipelines::lpm::LpmError;
-use pipelines::tables::{InterfaceAddress, RouteTarget, TableOp, Tables};
+use pipelines::tables::{
+    DfPolicy, InterfaceAddress, RouteTarget, TableOp, Tables, VxlanParams, MAX_VNI, VXLAN_OVERHEAD,
+};
 use pipelines::wire::EthernetAddress;
 use pipelines::{IpPrefix, PortId, VrfId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 /// An address with its subnet length, written `A/LEN`.
@@ -152,10 +171,127 @@ pub struct RouteConfig {
     /// ECMP paths.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nexthops: Vec<PathConfig>,
+    /// Into the tunnel of this VNI (a `[[vxlan]]` of the route's VRF), towards `remote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<u32>,
+    /// Remote VTEP of a `vxlan` route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Ipv4Addr>,
+    /// Inner destination MAC of a `vxlan` route; default: the tunnel's own MAC (what another
+    /// vrouter accepts; a Linux peer needs its vxlan device's MAC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<EthernetAddress>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// Outer TTL of a `[[vxlan]]` without `ttl` (Linux's default for vxlan devices).
+pub const DEFAULT_VXLAN_TTL: u8 = 64;
+
+fn default_vxlan_ttl() -> u8 {
+    DEFAULT_VXLAN_TTL
+}
+
+fn is_default_vxlan_ttl(ttl: &u8) -> bool {
+    *ttl == DEFAULT_VXLAN_TTL
+}
+
+fn is_default_df(df: &DfPolicy) -> bool {
+    *df == DfPolicy::default()
+}
+
+/// The dataplane name of the tunnel port of a VNI.
+pub fn tunnel_name(vni: u32) -> String {
+    format!("vxlan{vni}")
+}
+
+/// A VXLAN tunnel: the overlay of one VNI, bound to one VRF, encapsulated over IPv4 from a
+/// local VTEP address of an uplink port. In the dataplane it is a tunnel port named
+/// `vxlan<VNI>` ([`VxlanConfig::name`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VxlanConfig {
+    /// VXLAN network identifier (0 to 2^24-1).
+    pub vni: u32,
+    /// Overlay VRF: decapsulated frames are routed there; routes into the tunnel live there.
+    #[serde(default)]
+    pub vrf: u32,
+    /// Local VTEP: an IPv4 address of `dev`, the outer source.
+    pub local: Ipv4Addr,
+    /// Uplink port: the underlay is reached through it, with its VRF's routes and neighbors.
+    pub dev: String,
+    /// Overlay MAC (inner source of what we encapsulate); default: the uplink's MAC in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<EthernetAddress>,
+    /// Overlay IP MTU; default: the uplink's MTU minus 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+    /// Outer TTL; 0 copies the inner TTL / hop limit.
+    #[serde(
+        default = "default_vxlan_ttl",
+        skip_serializing_if = "is_default_vxlan_ttl"
+    )]
+    pub ttl: u8,
+    /// Outer DF bit: `unset` (default), `set` or `inherit` (from an inner IPv4 packet).
+    #[serde(default, skip_serializing_if = "is_default_df")]
+    pub df: DfPolicy,
+    /// Compute the outer UDP checksum (default: zero, as Linux sends by default).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub udp_checksum: bool,
+    /// Host addresses (/32, /128) of the tunnel port (as flannel puts one on `flannel.1`):
+    /// they answer pings and source ICMP errors about packets that came through the tunnel.
+    /// Like any address, one may not fall in another port's subnet of the VRF.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<Cidr>,
+}
+
+impl VxlanConfig {
+    /// A tunnel with every optional setting at its default.
+    pub fn new(vni: u32, vrf: u32, local: Ipv4Addr, dev: impl Into<String>) -> Self {
+        VxlanConfig {
+            vni,
+            vrf,
+            local,
+            dev: dev.into(),
+            mac: None,
+            mtu: None,
+            ttl: DEFAULT_VXLAN_TTL,
+            df: DfPolicy::default(),
+            udp_checksum: false,
+            addresses: Vec::new(),
+        }
+    }
+
+    /// Name of the tunnel port: `vxlan<VNI>`.
+    pub fn name(&self) -> String {
+        tunnel_name(self.vni)
+    }
+
+    /// The tunnel port as the dataplane runs it, given its id and its uplink as resolved:
+    /// MAC and MTU default to the uplink's (MTU minus the 50 bytes of VXLAN headers).
+    pub fn resolve(&self, id: PortId, uplink: &ResolvedPort) -> ResolvedPort {
+        ResolvedPort {
+            id,
+            mac: self.mac.unwrap_or(uplink.mac),
+            mtu: self
+                .mtu
+                .unwrap_or(uplink.mtu.saturating_sub(VXLAN_OVERHEAD)),
+        }
+    }
+
+    /// Encapsulation settings with the uplink's dataplane id.
+    pub fn params(&self, uplink: PortId) -> VxlanParams {
+        VxlanParams {
+            vni: self.vni,
+            local: self.local,
+            uplink,
+            ttl: self.ttl,
+            df: self.df,
+            udp_checksum: self.udp_checksum,
+        }
+    }
 }
 
 /// A static neighbor.
@@ -188,6 +324,9 @@ pub struct Config {
     /// Ports.
     #[serde(default, rename = "port", skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortConfig>,
+    /// VXLAN tunnels.
+    #[serde(default, rename = "vxlan", skip_serializing_if = "Vec::is_empty")]
+    pub vxlans: Vec<VxlanConfig>,
     /// Routes.
     #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
@@ -207,6 +346,8 @@ pub enum Item {
     Route(usize),
     /// `[[neighbor]]` n.
     Neighbor(usize),
+    /// `[[vxlan]]` n.
+    Vxlan(usize),
 }
 
 impl Item {
@@ -216,6 +357,7 @@ impl Item {
             Item::Port(i) => ("port", *i),
             Item::Route(i) => ("route", *i),
             Item::Neighbor(i) => ("neighbor", *i),
+            Item::Vxlan(i) => ("vxlan", *i),
         }
     }
 }
@@ -301,6 +443,11 @@ impl Config {
         self.ports.iter().find(|p| p.name == name)
     }
 
+    /// The `[[vxlan]]` of a VNI.
+    pub fn vxlan(&self, vni: u32) -> Option<&VxlanConfig> {
+        self.vxlans.iter().find(|v| v.vni == vni)
+    }
+
     /// Checks what can be checked item by item.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, vrf) in self.vrfs.iter().enumerate() {
@@ -357,6 +504,65 @@ impl Config {
                 }
             }
         }
+        let mut vnis = HashSet::new();
+        for (i, vxlan) in self.vxlans.iter().enumerate() {
+            let err =
+                |m: String| ConfigError::invalid(Item::Vxlan(i), format!("vxlan {}", vxlan.vni), m);
+            if vxlan.vni > MAX_VNI {
+                return Err(err(format!("VNI exceeds {MAX_VNI}")));
+            }
+            if !vnis.insert(vxlan.vni) {
+                return Err(err("VNI configured twice".into()));
+            }
+            if vxlan.vrf > VrfId::MAX {
+                return Err(err(format!("VRF {} exceeds {}", vxlan.vrf, VrfId::MAX)));
+            }
+            let name = vxlan.name();
+            if names.contains(name.as_str()) {
+                return Err(err(format!(
+                    "its tunnel port name {name} is already a configured port"
+                )));
+            }
+            let Some(uplink) = self.port(&vxlan.dev) else {
+                return Err(err(format!("dev {} is not a configured port", vxlan.dev)));
+            };
+            if !uplink
+                .addresses
+                .iter()
+                .any(|a| a.addr == IpAddr::V4(vxlan.local))
+            {
+                return Err(err(format!(
+                    "local {} is not an address of dev {}",
+                    vxlan.local, vxlan.dev
+                )));
+            }
+            if let Some(mtu) = vxlan.mtu {
+                if !(pipelines::tables::MIN_MTU..=pipelines::tables::MAX_MTU).contains(&mtu) {
+                    return Err(err(format!(
+                        "MTU {mtu} out of range {}-{}",
+                        pipelines::tables::MIN_MTU,
+                        pipelines::tables::MAX_MTU
+                    )));
+                }
+            }
+            if let Some(mac) = vxlan.mac {
+                if !mac.is_unicast() || mac.0 == [0; 6] {
+                    return Err(err(format!("MAC {mac} is not unicast")));
+                }
+            }
+            let mut seen = HashSet::new();
+            for address in &vxlan.addresses {
+                if !seen.insert(address.addr) {
+                    return Err(err(format!("address {address} listed twice")));
+                }
+                let host = if address.addr.is_ipv4() { 32 } else { 128 };
+                if address.len != host {
+                    return Err(err(format!(
+                        "address {address}: a tunnel takes host addresses only (/32, /128)"
+                    )));
+                }
+            }
+        }
         let mut routes = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let err = |m: String| {
@@ -373,11 +579,42 @@ impl Config {
                 route.blackhole,
                 route.unreachable,
                 !route.nexthops.is_empty(),
+                route.vxlan.is_some(),
             ];
             if kinds.iter().filter(|k| **k).count() != 1 {
                 return Err(err(
-                    "give exactly one of via/dev, blackhole, unreachable or nexthops".into(),
+                    "give exactly one of via/dev, blackhole, unreachable, nexthops or vxlan".into(),
                 ));
+            }
+            match route.vxlan {
+                None if route.remote.is_some() || route.mac.is_some() => {
+                    return Err(err("remote and mac belong to vxlan routes".into()))
+                }
+                None => {}
+                Some(vni) => {
+                    if route.remote.is_none() {
+                        return Err(err(format!(
+                            "vxlan {vni} needs remote (the remote VTEP's IPv4 address)"
+                        )));
+                    }
+                    match self.vxlan(vni) {
+                        None => {
+                            return Err(err(format!("vxlan {vni} is not a configured [[vxlan]]")))
+                        }
+                        Some(v) if v.vrf != route.vrf => {
+                            return Err(err(format!(
+                                "vxlan {vni} is in VRF {}, the route in VRF {}",
+                                v.vrf, route.vrf
+                            )))
+                        }
+                        Some(_) => {}
+                    }
+                    if let Some(mac) = route.mac {
+                        if !mac.is_unicast() || mac.0 == [0; 6] {
+                            return Err(err(format!("MAC {mac} is not unicast")));
+                        }
+                    }
+                }
             }
             let devs = route
                 .dev
@@ -385,7 +622,15 @@ impl Config {
                 .chain(route.nexthops.iter().filter_map(|p| p.dev.as_ref()));
             for dev in devs {
                 match self.port(dev) {
-                    None => return Err(err(format!("dev {dev} is not a configured port"))),
+                    None => {
+                        if let Some(v) = self.vxlans.iter().find(|v| v.name() == *dev) {
+                            return Err(err(format!(
+                                "dev {dev} is a VXLAN tunnel: give vxlan = {} and remote instead",
+                                v.vni
+                            )));
+                        }
+                        return Err(err(format!("dev {dev} is not a configured port")));
+                    }
                     Some(p) if p.vrf != route.vrf => {
                         return Err(err(format!(
                             "dev {dev} is in VRF {}, the route in VRF {}",
@@ -436,6 +681,12 @@ impl Config {
                 },
             );
         }
+        for (i, vxlan) in self.vxlans.iter().enumerate() {
+            if let Some(uplink) = ports.get(&vxlan.dev).copied() {
+                let id = PortId((self.ports.len() + i) as u16);
+                ports.insert(vxlan.name(), vxlan.resolve(id, &uplink));
+            }
+        }
         let mut tables = Tables::new();
         let (ops, origins) = self.ops(&ports, None);
         match tables.apply_batch(&ops) {
@@ -466,6 +717,12 @@ impl Config {
                 self.neighbors
                     .get(i)
                     .map_or(String::from("?"), |n| n.ip.to_string())
+            ),
+            Item::Vxlan(i) => format!(
+                "vxlan {}",
+                self.vxlans
+                    .get(i)
+                    .map_or(String::from("?"), |v| v.vni.to_string())
             ),
         }
     }
@@ -498,6 +755,20 @@ impl Config {
                     address: address.interface_address(),
                 });
                 origins.push(Item::Port(i));
+            }
+        }
+        for (i, vxlan) in self.vxlans.iter().enumerate() {
+            if only_ports.is_some_and(|only| !only.contains(&vxlan.name())) {
+                continue;
+            }
+            let Some((op, addresses)) = vxlan_ops(vxlan, ports) else {
+                continue;
+            };
+            ops.push(op);
+            origins.push(Item::Vxlan(i));
+            for address in addresses {
+                ops.push(address);
+                origins.push(Item::Vxlan(i));
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
@@ -541,6 +812,36 @@ fn port_op(port: &PortConfig, resolved: &ResolvedPort) -> TableOp {
     }
 }
 
+/// The ops that create a tunnel: its `AddVxlan` and the `AddAddress` of each of its
+/// addresses (`None` if the tunnel or its uplink is not resolved).
+pub fn vxlan_ops(
+    vxlan: &VxlanConfig,
+    ports: &HashMap<String, ResolvedPort>,
+) -> Option<(TableOp, Vec<TableOp>)> {
+    let name = vxlan.name();
+    let tunnel = ports.get(&name)?;
+    let uplink = ports.get(&vxlan.dev)?;
+    let add = TableOp::AddVxlan {
+        id: tunnel.id,
+        name,
+        mac: tunnel.mac,
+        // Resolved here rather than left to the tables, so the planner can compare the MTU
+        // in use with the wanted one when the uplink's MTU changes.
+        mtu: Some(tunnel.mtu),
+        vrf: VrfId(vxlan.vrf),
+        params: vxlan.params(uplink.id),
+    };
+    let addresses = vxlan
+        .addresses
+        .iter()
+        .map(|address| TableOp::AddAddress {
+            port: tunnel.id,
+            address: address.interface_address(),
+        })
+        .collect();
+    Some((add, addresses))
+}
+
 /// The table op for a route (`None` if a port it names is not resolved).
 pub fn route_op(route: &RouteConfig, ports: &HashMap<String, ResolvedPort>) -> Option<TableOp> {
     let port_of = |dev: &Option<String>| -> Option<Option<PortId>> {
@@ -557,7 +858,13 @@ pub fn route_op(route: &RouteConfig, ports: &HashMap<String, ResolvedPort>) -> O
             (None, None) => return None,
         })
     };
-    let target = if route.blackhole {
+    let target = if let Some(vni) = route.vxlan {
+        RouteTarget::Vxlan {
+            tunnel: ports.get(&tunnel_name(vni))?.id,
+            remote: route.remote?,
+            mac: route.mac,
+        }
+    } else if route.blackhole {
         RouteTarget::Blackhole
     } else if route.unreachable {
         RouteTarget::Unreachable
@@ -585,7 +892,12 @@ fn route_key(r: &RouteConfig) -> (u32, IpPrefix) {
 /// what changed: unchanged ports keep their sockets and learned neighbors, unchanged routes
 /// are not rewritten. `tables` is the dataplane's current state (used to find routes that
 /// depend on a port being removed through a gateway resolved on it). Ports in `ports` must
-/// include every port of `new`.
+/// include every port of `new`, and every tunnel of `new` under its name `vxlan<VNI>`.
+///
+/// Tunnels: one removed, changed in any field, or whose uplink is re-created, is deleted
+/// before any port or address is (the tables refuse to remove an uplink or a VTEP address
+/// a tunnel uses) and created again after the ports and their addresses, before the routes;
+/// its routes are re-added (deleting a tunnel port removes the routes through it).
 pub fn plan(
     old: &Config,
     new: &Config,
@@ -611,8 +923,34 @@ pub fn plan(
             }
         }
     }
+    // Tunnels removed, changed, on an affected uplink, or whose port in the tables is not
+    // what the config now resolves to.
+    let old_vxlans: BTreeMap<u32, &VxlanConfig> = old.vxlans.iter().map(|v| (v.vni, v)).collect();
+    let new_vxlans: BTreeMap<u32, &VxlanConfig> = new.vxlans.iter().map(|v| (v.vni, v)).collect();
+    let mut affected_tunnels: BTreeMap<u32, String> = BTreeMap::new();
+    for (vni, old_vxlan) in &old_vxlans {
+        let name = old_vxlan.name();
+        let current = tables.port_by_name(&name);
+        let kept = match (new_vxlans.get(vni), ports.get(&name), current) {
+            (Some(new_vxlan), Some(resolved), Some(current)) => {
+                new_vxlan == old_vxlan
+                    && !affected.contains(&new_vxlan.dev)
+                    && current.id == resolved.id
+                    && current.mac == resolved.mac
+                    && current.vrf.0 == new_vxlan.vrf
+                    && ports
+                        .get(&new_vxlan.dev)
+                        .is_some_and(|uplink| current.vxlan() == Some(&new_vxlan.params(uplink.id)))
+            }
+            _ => false,
+        };
+        if !kept {
+            affected_tunnels.insert(*vni, name);
+        }
+    }
     let affected_ids: HashSet<PortId> = affected
         .iter()
+        .chain(affected_tunnels.values())
         .filter_map(|n| tables.port_by_name(n).map(|p| p.id))
         .collect();
     let mut ops = Vec::new();
@@ -664,7 +1002,13 @@ pub fn plan(
             }
         }
     }
-    // 3. Addresses removed from kept ports; affected ports deleted.
+    // 3. Affected tunnels deleted (first: they hold their uplink and VTEP address), then
+    //    addresses removed from kept ports and affected ports deleted.
+    for name in affected_tunnels.values() {
+        if let Some(current) = tables.port_by_name(name).filter(|p| p.vxlan().is_some()) {
+            ops.push(TableOp::DelPort { id: current.id });
+        }
+    }
     for (name, old_port) in &old_ports {
         let Some(current) = tables.port_by_name(name) else {
             continue;
@@ -721,6 +1065,28 @@ pub fn plan(
                     address: address.interface_address(),
                 });
             }
+        }
+    }
+    // 4b. New and re-created tunnels with their addresses; MTU changes on kept ones (their
+    //     default MTU follows the uplink's).
+    for vxlan in &new.vxlans {
+        let Some(resolved) = ports.get(&vxlan.name()) else {
+            continue;
+        };
+        let fresh =
+            !old_vxlans.contains_key(&vxlan.vni) || affected_tunnels.contains_key(&vxlan.vni);
+        if fresh {
+            if let Some((add, addresses)) = vxlan_ops(vxlan, ports) {
+                ops.push(add);
+                ops.extend(addresses);
+            }
+            continue;
+        }
+        if tables.port(resolved.id).map(|p| p.mtu) != Some(resolved.mtu) {
+            ops.push(TableOp::SetPortMtu {
+                id: resolved.id,
+                mtu: resolved.mtu,
+            });
         }
     }
     // 5. Routes new, changed or to restore.
@@ -795,8 +1161,13 @@ impl From<LpmError> for ConfigError {
 ///   port first).
 /// - `DelPort` also removes the routes and neighbors that use the port: routes with `dev`
 ///   naming it and routes whose gateway is only on its subnets (the kernel does the same).
-/// - `AddRoute` / `AddNeighbor` replace an entry with the same key.
-/// - `DelRoute` / `DelNeighbor` / `DelPort` of something absent is an error.
+///   `DelPort` of the uplink of a `[[vxlan]]` is refused: delete the tunnel first.
+/// - `AddRoute` / `AddNeighbor` / `AddVxlan` replace an entry with the same key (for
+///   `AddVxlan` the whole tunnel: settings not given return to their defaults).
+/// - `AddRoute` without a VRF: a `vxlan` route goes to its tunnel's VRF (as the state is at
+///   that point of the change list), any other route to VRF 0.
+/// - `DelVxlan` also removes the routes into the tunnel (as `DelPort` does for a port).
+/// - `DelRoute` / `DelNeighbor` / `DelPort` / `DelVxlan` of something absent is an error.
 pub fn apply_changes(
     config: &Config,
     changes: &[crate::proto::Change],
@@ -857,6 +1228,15 @@ pub fn merge_changes(
                 let Some(position) = next.ports.iter().position(|p| &p.name == name) else {
                     return Err(refuse(format!("port {name}"), "no such port".into()));
                 };
+                if let Some(vxlan) = next.vxlans.iter().find(|v| &v.dev == name) {
+                    return Err(refuse(
+                        format!("port {name}"),
+                        format!(
+                            "it is the uplink of vxlan {}; delete the vxlan first",
+                            vxlan.vni
+                        ),
+                    ));
+                }
                 let port = next.ports.remove(position);
                 let subnets: Vec<IpPrefix> = port
                     .addresses
@@ -888,14 +1268,21 @@ pub fn merge_changes(
                 });
                 next.neighbors.retain(|n| &n.dev != name);
             }
-            Change::AddRoute(route) => {
+            Change::AddRoute(change) => {
+                let vrf = change.vrf.unwrap_or_else(|| {
+                    change
+                        .vxlan
+                        .and_then(|vni| next.vxlan(vni))
+                        .map_or(0, |v| v.vrf)
+                });
+                let route = change.clone().into_config(vrf);
                 match next
                     .routes
                     .iter_mut()
                     .find(|r| r.vrf == route.vrf && r.prefix == route.prefix)
                 {
-                    Some(existing) => *existing = route.clone(),
-                    None => next.routes.push(route.clone()),
+                    Some(existing) => *existing = route,
+                    None => next.routes.push(route),
                 }
             }
             Change::DelRoute { vrf, prefix } => {
@@ -929,6 +1316,17 @@ pub fn merge_changes(
                     ));
                 }
             }
+            Change::AddVxlan(vxlan) => match next.vxlans.iter_mut().find(|v| v.vni == vxlan.vni) {
+                Some(existing) => *existing = vxlan.clone(),
+                None => next.vxlans.push(vxlan.clone()),
+            },
+            Change::DelVxlan { vni } => {
+                let Some(position) = next.vxlans.iter().position(|v| v.vni == *vni) else {
+                    return Err(refuse(format!("vxlan {vni}"), "no such vxlan".into()));
+                };
+                next.vxlans.remove(position);
+                next.routes.retain(|r| r.vxlan != Some(*vni));
+            }
         }
     }
     next.validate()?;
@@ -938,7 +1336,7 @@ pub fn merge_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Change;
+    use crate::proto::{Change, RouteChange};
 
     const SAMPLE: &str = r#"
 [[port]]
@@ -1048,8 +1446,11 @@ dev = "pod1"
             blackhole: false,
             unreachable: false,
             nexthops: vec![],
+            vxlan: None,
+            remote: None,
+            mac: None,
         };
-        assert!(apply_changes(&config, &[Change::AddRoute(bad_route)]).is_err());
+        assert!(apply_changes(&config, &[Change::AddRoute(bad_route.into())]).is_err());
         assert_eq!(config, Config::parse(SAMPLE).unwrap());
     }
 
@@ -1089,5 +1490,352 @@ dev = "pod1"
         tables.apply_batch(&ops).unwrap();
         assert!(tables.port_by_name("pod2").is_none());
         assert!(tables.port_by_name("pod1").is_some());
+    }
+    const OVERLAY: &str = r#"
+[[port]]
+name = "eth1"
+addresses = ["192.168.100.1/24"]
+
+[[port]]
+name = "pod1"
+vrf = 5
+addresses = ["10.244.1.1/24"]
+
+[[vxlan]]
+vni = 100
+vrf = 5
+local = "192.168.100.1"
+dev = "eth1"
+
+[[route]]
+prefix = "10.244.2.0/24"
+vrf = 5
+vxlan = 100
+remote = "192.168.100.2"
+
+[[route]]
+prefix = "10.244.3.0/24"
+vrf = 5
+vxlan = 100
+remote = "192.168.100.3"
+mac = "0e:00:00:00:64:03"
+"#;
+
+    /// Ports resolved as the dataplane does: interfaces by position, tunnels keeping their
+    /// id in `tables` or taking the first id nobody holds.
+    fn resolve(config: &Config, tables: &Tables) -> HashMap<String, ResolvedPort> {
+        let mut ports = HashMap::new();
+        for (i, p) in config.ports.iter().enumerate() {
+            ports.insert(
+                p.name.clone(),
+                ResolvedPort {
+                    id: PortId(i as u16),
+                    mac: p.mac.unwrap_or(EthernetAddress([2, 0, 0, 0, 1, i as u8])),
+                    mtu: p.mtu.unwrap_or(1500),
+                },
+            );
+        }
+        for v in &config.vxlans {
+            let taken: HashSet<PortId> = ports
+                .values()
+                .map(|p| p.id)
+                .chain(tables.ports().map(|p| p.id))
+                .collect();
+            let id = tables
+                .port_by_name(&v.name())
+                .map(|p| p.id)
+                .unwrap_or_else(|| (0..).map(PortId).find(|id| !taken.contains(id)).unwrap());
+            let uplink = ports[&v.dev];
+            ports.insert(v.name(), v.resolve(id, &uplink));
+        }
+        ports
+    }
+
+    /// Plans `old` -> `new` on `tables`, applies the ops and returns them.
+    fn step(old: &Config, new: &Config, tables: &mut Tables) -> Vec<TableOp> {
+        let ports = resolve(new, tables);
+        let ops = plan(old, new, tables, &ports);
+        tables
+            .apply_batch(&ops)
+            .unwrap_or_else(|e| panic!("{e}: {ops:#?}"));
+        ops
+    }
+
+    fn vxlan_next_hop(tables: &Tables, vrf: u32, prefix: &str) -> Option<NextHop> {
+        let id = tables.vrf(VrfId(vrf))?.get(prefix.parse().unwrap())?;
+        tables.next_hop(id).cloned()
+    }
+
+    use pipelines::tables::NextHop;
+
+    #[test]
+    fn vxlan_parses_with_defaults_and_round_trips() {
+        let config = Config::parse(OVERLAY).unwrap();
+        let v = &config.vxlans[0];
+        assert_eq!(v.name(), "vxlan100");
+        assert_eq!((v.ttl, v.df, v.udp_checksum), (64, DfPolicy::Unset, false));
+        assert_eq!((v.mac, v.mtu), (None, None));
+        assert_eq!(config.routes[0].vxlan, Some(100));
+        assert_eq!(
+            config.routes[1].mac,
+            Some("0e:00:00:00:64:03".parse().unwrap())
+        );
+        let text = config.to_toml().unwrap();
+        assert!(!text.contains("ttl"), "defaults are not written: {text}");
+        assert_eq!(Config::parse(&text).unwrap(), config);
+
+        let full = OVERLAY.replace(
+            "dev = \"eth1\"\n",
+            "dev = \"eth1\"\nmac = \"0e:00:00:00:64:01\"\nmtu = 1400\nttl = 0\ndf = \"inherit\"\nudp_checksum = true\naddresses = [\"10.245.1.0/32\"]\n",
+        );
+        let config = Config::parse(&full).unwrap();
+        let v = &config.vxlans[0];
+        assert_eq!(
+            (v.ttl, v.df, v.udp_checksum, v.mtu),
+            (0, DfPolicy::Inherit, true, Some(1400))
+        );
+        assert_eq!(Config::parse(&config.to_toml().unwrap()).unwrap(), config);
+    }
+
+    #[test]
+    fn vxlan_errors_name_the_line() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("vni = 100", "vni = 16777216", "line 11: vxlan 16777216: VNI exceeds 16777215"),
+            ("dev = \"eth1\"\n\n[[route]]", "dev = \"eth9\"\n\n[[route]]", "line 11: vxlan 100: dev eth9 is not a configured port"),
+            ("local = \"192.168.100.1\"", "local = \"192.168.100.7\"", "line 11: vxlan 100: local 192.168.100.7 is not an address of dev eth1"),
+            ("name = \"pod1\"", "name = \"vxlan100\"", "line 11: vxlan 100: its tunnel port name vxlan100 is already a configured port"),
+            ("vxlan = 100\nremote = \"192.168.100.2\"", "vxlan = 101\nremote = \"192.168.100.2\"", "line 17: route 10.244.2.0/24: vxlan 101 is not a configured [[vxlan]]"),
+            ("vrf = 5\nvxlan = 100\nremote = \"192.168.100.2\"", "vxlan = 100\nremote = \"192.168.100.2\"", "line 17: route 10.244.2.0/24: vxlan 100 is in VRF 5, the route in VRF 0"),
+            ("vxlan = 100\nremote = \"192.168.100.2\"", "vxlan = 100", "line 17: route 10.244.2.0/24: vxlan 100 needs remote"),
+            ("vxlan = 100\nremote = \"192.168.100.2\"", "remote = \"192.168.100.2\"\nblackhole = true", "line 17: route 10.244.2.0/24: remote and mac belong to vxlan routes"),
+            ("vxlan = 100\nremote = \"192.168.100.2\"", "vxlan = 100\nremote = \"192.168.100.2\"\nblackhole = true", "line 17: route 10.244.2.0/24: give exactly one of via/dev, blackhole, unreachable, nexthops or vxlan"),
+            ("vxlan = 100\nremote = \"192.168.100.2\"", "dev = \"vxlan100\"", "line 17: route 10.244.2.0/24: dev vxlan100 is a VXLAN tunnel: give vxlan = 100 and remote instead"),
+            ("dev = \"eth1\"\n\n[[route]]", "dev = \"eth1\"\naddresses = [\"10.244.9.0/24\"]\n\n[[route]]", "line 11: vxlan 100: address 10.244.9.0/24: a tunnel takes host addresses only"),
+            ("dev = \"eth1\"\n\n[[route]]", "dev = \"eth1\"\nmtu = 20\n\n[[route]]", "line 11: vxlan 100: MTU 20 out of range"),
+            ("dev = \"eth1\"\n\n[[route]]", "dev = \"eth1\"\nmac = \"01:00:5e:00:00:01\"\n\n[[route]]", "line 11: vxlan 100: MAC 01:00:5e:00:00:01 is not unicast"),
+            // Found by the table build (the remote is checked there).
+            ("remote = \"192.168.100.3\"", "remote = \"224.0.0.1\"", "line 23: route 10.244.3.0/24: remote VTEP 224.0.0.1"),
+        ];
+        for (from, to, expected) in cases {
+            assert!(OVERLAY.contains(from), "{from}");
+            let text = OVERLAY.replacen(from, to, 1);
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{expected}\n  got: {err}");
+        }
+        let twice =
+            format!("{OVERLAY}\n[[vxlan]]\nvni = 100\nlocal = \"192.168.100.1\"\ndev = \"eth1\"\n");
+        let err = Config::parse(&twice).unwrap_err().to_string();
+        assert!(err.contains("vxlan 100: VNI configured twice"), "{err}");
+        let v6 = OVERLAY.replace("remote = \"192.168.100.2\"", "remote = \"fd00::2\"");
+        assert!(Config::parse(&v6).is_err());
+        let unknown = OVERLAY.replace("vni = 100", "vni = 100\ngroup = \"239.1.1.1\"");
+        assert!(Config::parse(&unknown).is_err());
+    }
+
+    #[test]
+    fn vxlan_ops_come_after_the_uplink_and_before_the_routes() {
+        let config = Config::parse(OVERLAY).unwrap();
+        let mut tables = Tables::new();
+        let ops = step(&Config::default(), &config, &mut tables);
+        let position = |want: &dyn Fn(&TableOp) -> bool| ops.iter().position(want).unwrap();
+        let uplink_address = position(
+            &|op| matches!(op, TableOp::AddAddress { address, .. } if address.addr == "192.168.100.1".parse::<IpAddr>().unwrap()),
+        );
+        let tunnel = position(&|op| matches!(op, TableOp::AddVxlan { .. }));
+        let route = position(&|op| {
+            matches!(
+                op,
+                TableOp::AddRoute {
+                    target: RouteTarget::Vxlan { .. },
+                    ..
+                }
+            )
+        });
+        assert!(uplink_address < tunnel && tunnel < route, "{ops:#?}");
+        let port = tables.port_by_name("vxlan100").unwrap();
+        let params = port.vxlan().unwrap();
+        assert_eq!((port.vrf, port.mtu, params.ttl), (VrfId(5), 1450, 64));
+        assert_eq!(port.mac, tables.port_by_name("eth1").unwrap().mac);
+        assert_eq!(
+            vxlan_next_hop(&tables, 5, "10.244.2.0/24"),
+            Some(NextHop::Vxlan {
+                tunnel: port.id,
+                remote: "192.168.100.2".parse().unwrap(),
+                mac: port.mac
+            })
+        );
+        assert!(plan(&config, &config, &tables, &resolve(&config, &tables)).is_empty());
+        // check_tables builds the same thing.
+        config.check_tables().unwrap();
+    }
+
+    #[test]
+    fn changed_vxlan_is_recreated_with_its_routes() {
+        let config = Config::parse(OVERLAY).unwrap();
+        let mut tables = Tables::new();
+        step(&Config::default(), &config, &mut tables);
+        let mut changed = config.clone();
+        changed.vxlans[0].ttl = 0;
+        let ops = step(&config, &changed, &mut tables);
+        assert!(matches!(ops[0], TableOp::DelPort { .. }), "{ops:#?}");
+        assert_eq!(
+            ops.iter()
+                .filter(|op| matches!(op, TableOp::AddRoute { .. }))
+                .count(),
+            2
+        );
+        assert_eq!(
+            tables
+                .port_by_name("vxlan100")
+                .unwrap()
+                .vxlan()
+                .unwrap()
+                .ttl,
+            0
+        );
+        assert!(vxlan_next_hop(&tables, 5, "10.244.2.0/24").is_some());
+        assert!(vxlan_next_hop(&tables, 5, "10.244.3.0/24").is_some());
+
+        // The uplink re-created (new MAC): the tunnel goes first and comes back with the
+        // uplink's new MAC (its default).
+        let mut remac = changed.clone();
+        remac.ports[0].mac = Some("02:00:00:00:99:01".parse().unwrap());
+        let ops = step(&changed, &remac, &mut tables);
+        let tunnel_id = tables.port_by_name("vxlan100").unwrap().id;
+        assert_eq!(ops[0], TableOp::DelPort { id: tunnel_id }, "{ops:#?}");
+        assert_eq!(
+            tables.port_by_name("vxlan100").unwrap().mac,
+            remac.ports[0].mac.unwrap()
+        );
+        assert!(vxlan_next_hop(&tables, 5, "10.244.2.0/24").is_some());
+
+        // The uplink's MTU changes: the tunnel's default MTU follows, nothing is re-created.
+        let mut jumbo = remac.clone();
+        jumbo.ports[0].mtu = Some(9000);
+        let ops = step(&remac, &jumbo, &mut tables);
+        assert!(
+            ops.iter()
+                .all(|op| matches!(op, TableOp::SetPortMtu { .. })),
+            "{ops:#?}"
+        );
+        assert_eq!(tables.port_by_name("vxlan100").unwrap().mtu, 8950);
+
+        // A route changed to another remote is replaced in place.
+        let mut moved = jumbo.clone();
+        moved.routes[0].remote = Some("192.168.100.9".parse().unwrap());
+        let ops = step(&jumbo, &moved, &mut tables);
+        assert_eq!(ops.len(), 1, "{ops:#?}");
+    }
+
+    #[test]
+    fn vxlan_is_deleted_before_its_uplink_and_vtep_address() {
+        let config = Config::parse(OVERLAY).unwrap();
+        let mut tables = Tables::new();
+        step(&Config::default(), &config, &mut tables);
+        // The whole overlay and the uplink go in one transaction.
+        let mut bare = config.clone();
+        bare.vxlans.clear();
+        bare.routes.clear();
+        bare.ports.remove(0);
+        step(&config, &bare, &mut tables);
+        assert!(tables.port_by_name("vxlan100").is_none());
+        assert!(tables.port_by_name("eth1").is_none());
+
+        // The VTEP moves to another address of the same uplink.
+        let mut tables = Tables::new();
+        step(&Config::default(), &config, &mut tables);
+        let mut moved = config.clone();
+        moved.ports[0].addresses = vec!["192.168.100.11/24".parse().unwrap()];
+        moved.vxlans[0].local = "192.168.100.11".parse().unwrap();
+        step(&config, &moved, &mut tables);
+        let tunnel = tables.port_by_name("vxlan100").unwrap();
+        assert_eq!(tunnel.vxlan().unwrap().local.to_string(), "192.168.100.11");
+        assert!(vxlan_next_hop(&tables, 5, "10.244.3.0/24").is_some());
+    }
+
+    #[test]
+    fn vxlan_changes_through_the_cli_model() {
+        let mut base = Config::parse(OVERLAY).unwrap();
+        base.vxlans.clear();
+        base.routes.clear();
+        let local: Ipv4Addr = "192.168.100.1".parse().unwrap();
+        let route = |vrf: Option<u32>| RouteChange {
+            prefix: "10.244.2.0/24".parse().unwrap(),
+            vrf,
+            via: None,
+            dev: None,
+            blackhole: false,
+            unreachable: false,
+            nexthops: vec![],
+            vxlan: Some(100),
+            remote: Some("192.168.100.2".parse().unwrap()),
+            mac: None,
+        };
+        // Without a VRF the route lands in the VNI's, also when the tunnel comes earlier in
+        // the same change list.
+        let next = apply_changes(
+            &base,
+            &[
+                Change::AddVxlan(VxlanConfig::new(100, 5, local, "eth1")),
+                Change::AddRoute(route(None)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(next.routes[0].vrf, 5);
+        let err = apply_changes(&next, &[Change::AddRoute(route(Some(0)))]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("vxlan 100 is in VRF 5, the route in VRF 0"),
+            "{err}"
+        );
+        // A route to an unknown VNI goes to VRF 0 and is refused for the VNI.
+        let unknown = RouteChange {
+            vxlan: Some(7),
+            ..route(None)
+        };
+        let err = apply_changes(&next, &[Change::AddRoute(unknown)]).unwrap_err();
+        assert!(
+            err.to_string().contains("vxlan 7 is not a configured"),
+            "{err}"
+        );
+
+        // AddVxlan replaces the tunnel as a whole.
+        let replaced = apply_changes(
+            &next,
+            &[Change::AddVxlan(VxlanConfig {
+                ttl: 9,
+                ..VxlanConfig::new(100, 5, local, "eth1")
+            })],
+        )
+        .unwrap();
+        assert_eq!((replaced.vxlans.len(), replaced.vxlans[0].ttl), (1, 9));
+        assert_eq!(replaced.routes.len(), 1);
+
+        // The uplink cannot go while the tunnel uses it.
+        let err = apply_changes(
+            &next,
+            &[Change::DelPort {
+                name: "eth1".into(),
+            }],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("it is the uplink of vxlan 100; delete the vxlan first"),
+            "{err}"
+        );
+        // DelVxlan takes its routes; then the uplink may go.
+        let gone = apply_changes(
+            &next,
+            &[
+                Change::DelVxlan { vni: 100 },
+                Change::DelPort {
+                    name: "eth1".into(),
+                },
+            ],
+        )
+        .unwrap();
+        assert!(gone.vxlans.is_empty() && gone.routes.is_empty());
+        assert!(apply_changes(&gone, &[Change::DelVxlan { vni: 100 }]).is_err());
     }
 }

@@ -341,6 +341,7 @@ impl Daemon {
                 ports = desired.ports.len(),
                 routes = desired.routes.len(),
                 neighbors = desired.neighbors.len(),
+                vxlans = desired.vxlans.len(),
                 "desired state loaded"
             ),
             StateSource::Empty => info!("no state file and no --config: starting empty"),
@@ -481,6 +482,7 @@ impl Daemon {
             | Request::Neighbors
             | Request::Stats
             | Request::Drops
+            | Request::Vxlans
             | Request::Flows { .. } => self.forward_query(&request),
         }
     }
@@ -604,6 +606,7 @@ impl Daemon {
                     ports = s.desired.ports.len(),
                     routes = s.desired.routes.len(),
                     neighbors = s.desired.neighbors.len(),
+                    vxlans = s.desired.vxlans.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "desired state synchronised to the vrouter"
                 );

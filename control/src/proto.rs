@@ -21,11 +21,11 @@
 use crate::config::{Cidr, Config, ConfigError};
 use pipelines::counters::{Counters, StageStats};
 use pipelines::flow::FlowRecord;
-use pipelines::tables::NeighborKind;
+use pipelines::tables::{DfPolicy, NeighborKind};
 use pipelines::wire::EthernetAddress;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Frame magic.
 pub const MAGIC: [u8; 4] = *b"VRTR";
@@ -67,7 +67,7 @@ pub enum Change {
         name: String,
     },
     /// Adds or replaces a route.
-    AddRoute(crate::config::RouteConfig),
+    AddRoute(RouteChange),
     /// Removes a route.
     DelRoute {
         /// VRF.
@@ -84,6 +84,91 @@ pub enum Change {
         /// Address.
         ip: IpAddr,
     },
+    /// Adds a VXLAN tunnel, or replaces the one with the same VNI as a whole (settings not
+    /// given return to their defaults).
+    AddVxlan(crate::config::VxlanConfig),
+    /// Removes a VXLAN tunnel and the routes into it.
+    DelVxlan {
+        /// VNI.
+        vni: u32,
+    },
+}
+
+/// A route to add or replace. Unlike [`crate::config::RouteConfig`], the VRF is optional: a
+/// route without one goes to the VRF of its `vxlan` tunnel (as the tunnel is in the desired
+/// state when the change is applied), any other route to VRF 0. The CLI cannot know a VNI's
+/// VRF; the daemon, which holds the desired state, resolves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteChange {
+    /// Destination.
+    pub prefix: pipelines::IpPrefix,
+    /// VRF, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrf: Option<u32>,
+    /// Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<IpAddr>,
+    /// Egress port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// Drop silently.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub blackhole: bool,
+    /// Drop with ICMP unreachable.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unreachable: bool,
+    /// ECMP paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nexthops: Vec<crate::config::PathConfig>,
+    /// Into the tunnel of this VNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<u32>,
+    /// Remote VTEP of a `vxlan` route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Ipv4Addr>,
+    /// Inner destination MAC of a `vxlan` route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<EthernetAddress>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl RouteChange {
+    /// The route in `vrf` (the caller resolves a missing VRF).
+    pub fn into_config(self, vrf: u32) -> crate::config::RouteConfig {
+        crate::config::RouteConfig {
+            prefix: self.prefix,
+            vrf,
+            via: self.via,
+            dev: self.dev,
+            blackhole: self.blackhole,
+            unreachable: self.unreachable,
+            nexthops: self.nexthops,
+            vxlan: self.vxlan,
+            remote: self.remote,
+            mac: self.mac,
+        }
+    }
+}
+
+impl From<crate::config::RouteConfig> for RouteChange {
+    fn from(route: crate::config::RouteConfig) -> Self {
+        RouteChange {
+            prefix: route.prefix,
+            vrf: Some(route.vrf),
+            via: route.via,
+            dev: route.dev,
+            blackhole: route.blackhole,
+            unreachable: route.unreachable,
+            nexthops: route.nexthops,
+            vxlan: route.vxlan,
+            remote: route.remote,
+            mac: route.mac,
+        }
+    }
 }
 
 /// A port to add or update. Unlike [`crate::config::PortConfig`], the VRF is optional: an
@@ -157,6 +242,8 @@ pub enum Request {
     Stats,
     /// Drop counters by reason.
     Drops,
+    /// VXLAN tunnels with their remote VTEPs and counters.
+    Vxlans,
     /// Flow cache entries.
     Flows {
         /// At most this many.
@@ -203,7 +290,14 @@ pub struct PortStatus {
     pub addresses: Vec<Cidr>,
     /// RX queues bound.
     pub queues: u32,
-    /// XDP attach mode ("native" or "generic").
+    /// What the port is: "ethernet" (an interface with AF_XDP sockets) or "vxlan" (a tunnel:
+    /// no interface, so `ifindex` and `queues` are 0 and `xdp_mode` is "none").
+    #[serde(default = "ethernet_kind")]
+    pub kind: String,
+    /// VNI of a tunnel port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// XDP attach mode ("native" or "generic"; "none" for a tunnel).
     pub xdp_mode: String,
     /// AF_XDP zero-copy in use.
     pub zero_copy: bool,
@@ -219,6 +313,10 @@ pub struct PortStatus {
     pub rx_dropped: u64,
 }
 
+fn ethernet_kind() -> String {
+    "ethernet".into()
+}
+
 /// A route as installed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteEntry {
@@ -226,14 +324,79 @@ pub struct RouteEntry {
     pub vrf: u32,
     /// Prefix.
     pub prefix: String,
-    /// Kind: local, connected, via, blackhole, unreachable, broadcast, multipath.
+    /// Kind: local, connected, via, blackhole, unreachable, broadcast, multipath, vxlan.
     pub kind: String,
     /// Gateways (via and multipath).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
-    /// Egress ports.
+    /// Egress ports (the tunnel port `vxlan<VNI>` for a vxlan route).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devs: Vec<String>,
+    /// VNI of a vxlan route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// Remote VTEP of a vxlan route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Ipv4Addr>,
+    /// Inner destination MAC of a vxlan route (the tunnel's own MAC unless one was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<EthernetAddress>,
+}
+
+/// Traffic with one remote VTEP of a tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEntry {
+    /// Remote VTEP.
+    pub remote: Ipv4Addr,
+    /// Routes of the tunnel's VRF pointing at it.
+    pub routes: u64,
+    /// Packets decapsulated from it.
+    pub rx_packets: u64,
+    /// Their outer bytes.
+    pub rx_bytes: u64,
+    /// Packets encapsulated towards it.
+    pub tx_packets: u64,
+    /// Their outer bytes.
+    pub tx_bytes: u64,
+}
+
+/// A VXLAN tunnel as the dataplane runs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanEntry {
+    /// VNI.
+    pub vni: u32,
+    /// Tunnel port name (`vxlan<VNI>`).
+    pub name: String,
+    /// Tunnel port id.
+    pub id: u16,
+    /// Overlay VRF.
+    pub vrf: u32,
+    /// Local VTEP.
+    pub local: Ipv4Addr,
+    /// Uplink port.
+    pub dev: String,
+    /// Overlay MAC.
+    pub mac: EthernetAddress,
+    /// Overlay IP MTU.
+    pub mtu: u16,
+    /// Outer TTL (0: copied from the inner packet).
+    pub ttl: u8,
+    /// Outer DF policy.
+    pub df: DfPolicy,
+    /// Outer UDP checksum computed.
+    pub udp_checksum: bool,
+    /// Host addresses of the tunnel port.
+    pub addresses: Vec<Cidr>,
+    /// Packets decapsulated (received on the tunnel).
+    pub rx_packets: u64,
+    /// Their inner bytes.
+    pub rx_bytes: u64,
+    /// Packets encapsulated (sent into the tunnel).
+    pub tx_packets: u64,
+    /// Their inner bytes.
+    pub tx_bytes: u64,
+    /// Remote VTEPs that routes point at or that traffic was exchanged with, by address.
+    pub remotes: Vec<RemoteEntry>,
 }
 
 /// A neighbor.
@@ -359,6 +522,11 @@ pub enum Response {
     Drops {
         /// Non-zero and zero reasons.
         drops: Vec<DropEntry>,
+    },
+    /// VXLAN tunnels.
+    Vxlans {
+        /// Tunnels by VNI.
+        vxlans: Vec<VxlanEntry>,
     },
     /// Flows.
     Flows {
@@ -605,6 +773,51 @@ mod tests {
         frame[12..16].copy_from_slice(&(MAX_BODY as u32).to_be_bytes());
         let mut reader = std::io::Cursor::new(frame);
         assert!(matches!(read_frame(&mut reader), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn route_changes_say_when_no_vrf_was_given() {
+        let change = Change::AddRoute(RouteChange {
+            prefix: "10.244.2.0/24".parse().unwrap(),
+            vrf: None,
+            via: None,
+            dev: None,
+            blackhole: false,
+            unreachable: false,
+            nexthops: vec![],
+            vxlan: Some(100),
+            remote: Some("192.168.100.2".parse().unwrap()),
+            mac: None,
+        });
+        let json = serde_json::to_value(&change).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"op": "add_route", "prefix": "10.244.2.0/24", "vxlan": 100, "remote": "192.168.100.2"})
+        );
+        assert_eq!(serde_json::from_value::<Change>(json).unwrap(), change);
+        // What a client built before VXLAN sends still means the same route.
+        let old: Change = serde_json::from_str(
+            r#"{"op": "add_route", "prefix": "10.9.0.0/16", "vrf": 0, "via": "10.0.1.2"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            old,
+            Change::AddRoute(RouteChange { vrf: Some(0), .. })
+        ));
+        let vxlan: Change = serde_json::from_str(
+            r#"{"op": "add_vxlan", "vni": 100, "vrf": 1, "local": "192.168.100.1", "dev": "eth0", "df": "inherit"}"#,
+        )
+        .unwrap();
+        let Change::AddVxlan(v) = vxlan else {
+            panic!("{vxlan:?}")
+        };
+        assert_eq!((v.ttl, v.df), (64, DfPolicy::Inherit));
+        let request = Request::Vxlans;
+        let frame = encode(KIND_REQUEST, 1, &request);
+        assert_eq!(
+            decode_body::<Request>(&frame[HEADER_LEN..]).unwrap(),
+            request
+        );
     }
 
     #[test]

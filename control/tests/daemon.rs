@@ -246,6 +246,9 @@ fn route_via(prefix: &str, via: &str) -> RouteConfig {
         blackhole: false,
         unreachable: false,
         nexthops: vec![],
+        vxlan: None,
+        remote: None,
+        mac: None,
     }
 }
 
@@ -352,7 +355,9 @@ fn rejection_by_the_dataplane_changes_nothing() {
     fake.set_reject(None);
     let response = client
         .request(&Request::Apply {
-            changes: vec![Change::AddRoute(route_via("10.9.0.0/16", "192.0.2.1"))],
+            changes: vec![Change::AddRoute(
+                route_via("10.9.0.0/16", "192.0.2.1").into(),
+            )],
         })
         .unwrap();
     assert!(
@@ -479,7 +484,9 @@ fn rejected_sync_is_retried_until_accepted() {
     let mut client = cli(&daemon);
     let response = client
         .request(&Request::Apply {
-            changes: vec![Change::AddRoute(route_via("10.9.0.0/16", "10.0.1.2"))],
+            changes: vec![Change::AddRoute(
+                route_via("10.9.0.0/16", "10.0.1.2").into(),
+            )],
         })
         .unwrap();
     assert_eq!(response, Response::Ok { generation: 0 });
@@ -662,7 +669,7 @@ fn concurrent_clients_are_serialised() {
                     let route = route_via(&format!("10.{}.{j}.0/24", 100 + i), "10.0.1.2");
                     let response = client
                         .request(&Request::Apply {
-                            changes: vec![Change::AddRoute(route)],
+                            changes: vec![Change::AddRoute(route.into())],
                         })
                         .unwrap();
                     assert!(matches!(response, Response::Ok { .. }), "{response:?}");

@@ -12,6 +12,11 @@
 //! Learned neighbors arrive from the workers as events and are applied as `LearnNeighbor`
 //! batches (refreshes of an unchanged MAC do not bump the generation); learned entries not
 //! confirmed within the neighbor timeout are aged out.
+//!
+//! VXLAN tunnels (`[[vxlan]]`) are ports of the tables only: no interface, no XDP program,
+//! no socket (their frames leave and arrive through the uplink's). Each is resolved under
+//! its name `vxlan<VNI>` with its current id (or a new one no port uses), the configured MAC
+//! or the uplink's, and the configured MTU or the uplink's minus 50.
 
 use crate::iface::InterfaceInfo;
 use crate::publish::{Publication, TableStore};
@@ -20,15 +25,16 @@ use crate::worker::{
 };
 use crate::xdp::{XdpAttachment, XdpMode};
 use crate::xsk::XskConfig;
-use control::config::{merge_changes, Config, ResolvedPort};
+use control::config::{merge_changes, Cidr, Config, ResolvedPort};
 use control::proto::{
-    DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortStatus, Request, Response, RouteEntry,
-    StatsReport, Status,
+    DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortStatus, RemoteEntry, Request, Response,
+    RouteEntry, StatsReport, Status, VxlanEntry,
 };
 use crossbeam::channel::Receiver;
-use pipelines::tables::{NeighborKind, NextHop, TableOp};
+use pipelines::tables::{NeighborKind, NextHop, Port, TableOp};
 use pipelines::{Counters, DropReason, Event, PipelineConfig, PortId, Stage, VrfId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -162,6 +168,9 @@ impl Dataplane {
             Request::Drops => Response::Drops {
                 drops: self.drops(),
             },
+            Request::Vxlans => Response::Vxlans {
+                vxlans: self.vxlans(),
+            },
             Request::Flows { limit } => Response::Flows {
                 flows: self.flows(limit),
             },
@@ -237,6 +246,10 @@ impl Dataplane {
                 },
             );
         }
+        if let Err(message) = self.resolve_tunnels(&next, &mut resolved) {
+            self.close_ports(&opened);
+            return Response::error(ErrorCode::Rejected, message);
+        }
         let ops = control::config::plan(&self.applied, &next, self.store.active(), &resolved);
         let generation = match self.store.apply(&ops) {
             Ok(generation) => generation,
@@ -263,6 +276,44 @@ impl Dataplane {
         Response::Ok { generation }
     }
 
+    /// Adds the tunnels of `next` to `resolved` (see the module docs). A tunnel whose uplink
+    /// is not resolved is left out; validation has refused such a config already.
+    fn resolve_tunnels(
+        &self,
+        next: &Config,
+        resolved: &mut HashMap<String, ResolvedPort>,
+    ) -> Result<(), String> {
+        let tables = self.store.active();
+        // Ids no port of this reconcile, of the tables or with sockets holds: a new tunnel never
+        // takes an id whose port is only being removed in this same transaction.
+        let mut taken: HashSet<PortId> = resolved
+            .values()
+            .map(|p| p.id)
+            .chain(tables.ports().map(|p| p.id))
+            .chain(self.ports.values().map(|p| p.id))
+            .collect();
+        for vxlan in &next.vxlans {
+            let Some(uplink) = resolved.get(&vxlan.dev).copied() else {
+                continue;
+            };
+            let name = vxlan.name();
+            let current = tables
+                .port_by_name(&name)
+                .filter(|p| p.vxlan().is_some())
+                .map(|p| p.id);
+            let id = current
+                .or_else(|| {
+                    (0..pipelines::tables::MAX_PORTS)
+                        .map(PortId)
+                        .find(|id| !taken.contains(id))
+                })
+                .ok_or_else(|| format!("vxlan {}: too many ports", vxlan.vni))?;
+            taken.insert(id);
+            resolved.insert(name, vxlan.resolve(id, &uplink));
+        }
+        Ok(())
+    }
+
     fn open_port(&mut self, name: &str) -> Result<PortRuntime, String> {
         let info = InterfaceInfo::read(name).map_err(|e| e.to_string())?;
         let workers = self.workers.len() as u32;
@@ -272,7 +323,13 @@ impl Dataplane {
                 info.rx_queues
             ));
         }
-        let used: Vec<u16> = self.ports.values().map(|p| p.id.0).collect();
+        // Tunnel ports have ids too, and no runtime.
+        let used: Vec<u16> = self
+            .ports
+            .values()
+            .map(|p| p.id.0)
+            .chain(self.store.active().ports().map(|p| p.id.0))
+            .collect();
         let id = (0..pipelines::tables::MAX_PORTS)
             .find(|i| !used.contains(i))
             .map(PortId)
@@ -445,9 +502,39 @@ impl Dataplane {
             .map_or_else(|| id.to_string(), |p| p.name.clone())
     }
 
+    /// Interface ports by name, then tunnel ports by VNI.
     fn port_status(&self) -> Vec<PortStatus> {
         let counters = self.counters();
         let tables = self.store.active();
+        let mut tunnels: Vec<&Port> = tables.ports().filter(|p| p.vxlan().is_some()).collect();
+        tunnels.sort_by_key(|p| p.vxlan().map(|v| v.vni));
+        let tunnel_status = tunnels.into_iter().filter_map(|port| {
+            let params = port.vxlan()?;
+            let c = counters
+                .ports
+                .get(port.id.0 as usize)
+                .copied()
+                .unwrap_or_default();
+            Some(PortStatus {
+                name: port.name.clone(),
+                id: port.id.0,
+                ifindex: 0,
+                mac: port.mac,
+                mtu: port.mtu,
+                vrf: port.vrf.0,
+                addresses: addresses(port),
+                queues: 0,
+                kind: "vxlan".into(),
+                vni: Some(params.vni),
+                xdp_mode: "none".into(),
+                zero_copy: false,
+                rx_packets: c.rx_packets,
+                rx_bytes: c.rx_bytes,
+                tx_packets: c.tx_packets,
+                tx_bytes: c.tx_bytes,
+                rx_dropped: c.rx_dropped,
+            })
+        });
         self.ports
             .iter()
             .filter_map(|(name, runtime)| {
@@ -464,15 +551,10 @@ impl Dataplane {
                     mac: port.mac,
                     mtu: port.mtu,
                     vrf: port.vrf.0,
-                    addresses: port
-                        .addresses
-                        .iter()
-                        .map(|a| control::config::Cidr {
-                            addr: a.addr,
-                            len: a.prefix_len,
-                        })
-                        .collect(),
+                    addresses: addresses(port),
                     queues: runtime.info.rx_queues,
+                    kind: "ethernet".into(),
+                    vni: None,
                     xdp_mode: match runtime.xdp.attached_mode() {
                         XdpMode::Generic => "generic".into(),
                         _ => "native".into(),
@@ -485,6 +567,7 @@ impl Dataplane {
                     rx_dropped: c.rx_dropped,
                 })
             })
+            .chain(tunnel_status)
             .collect()
     }
 
@@ -503,6 +586,9 @@ impl Dataplane {
                     kind: String::new(),
                     gateways: Vec::new(),
                     devs: Vec::new(),
+                    vni: None,
+                    remote: None,
+                    mac: None,
                 };
                 let describe = |nh: &NextHop, entry: &mut RouteEntry| match nh {
                     NextHop::Receive => entry.kind = "local".into(),
@@ -521,6 +607,20 @@ impl Dataplane {
                         }
                         entry.gateways.push(gateway.to_string());
                         entry.devs.push(self.port_name(*port));
+                    }
+                    NextHop::Vxlan {
+                        tunnel,
+                        remote,
+                        mac,
+                    } => {
+                        entry.kind = "vxlan".into();
+                        entry.vni = tables
+                            .port(*tunnel)
+                            .and_then(|p| p.vxlan())
+                            .map(|params| params.vni);
+                        entry.remote = Some(*remote);
+                        entry.mac = Some(*mac);
+                        entry.devs.push(self.port_name(*tunnel));
                     }
                     NextHop::Ecmp { .. } => {}
                 };
@@ -557,6 +657,77 @@ impl Dataplane {
             })
             .collect();
         out.sort_by(|a, b| (&a.dev, a.ip).cmp(&(&b.dev, b.ip)));
+        out
+    }
+
+    /// Tunnels by VNI with their counters; per tunnel, the remote VTEPs that routes point at
+    /// or that traffic was exchanged with, by address.
+    fn vxlans(&self) -> Vec<VxlanEntry> {
+        let counters = self.counters();
+        let tables = self.store.active();
+        // Routes per (tunnel, remote): a vxlan next hop is never an ECMP member, so its
+        // reference count is its number of routes (one next hop per (tunnel, remote, MAC)).
+        let mut routes: BTreeMap<(PortId, Ipv4Addr), u64> = BTreeMap::new();
+        for (id, next_hop) in tables.next_hops().iter() {
+            if let NextHop::Vxlan { tunnel, remote, .. } = next_hop {
+                *routes.entry((*tunnel, *remote)).or_default() +=
+                    u64::from(tables.next_hops().references(id));
+            }
+        }
+        let mut out: Vec<VxlanEntry> = tables
+            .ports()
+            .filter_map(|port| {
+                let params = port.vxlan()?;
+                let c = counters
+                    .ports
+                    .get(port.id.0 as usize)
+                    .copied()
+                    .unwrap_or_default();
+                let blank = |remote| RemoteEntry {
+                    remote,
+                    routes: 0,
+                    rx_packets: 0,
+                    rx_bytes: 0,
+                    tx_packets: 0,
+                    tx_bytes: 0,
+                };
+                let mut remotes: BTreeMap<Ipv4Addr, RemoteEntry> = BTreeMap::new();
+                let ours = (port.id, Ipv4Addr::UNSPECIFIED)..=(port.id, Ipv4Addr::BROADCAST);
+                for (&(_, remote), &count) in routes.range(ours) {
+                    remotes
+                        .entry(remote)
+                        .or_insert_with(|| blank(remote))
+                        .routes = count;
+                }
+                for r in counters.remotes.iter().filter(|r| r.tunnel == port.id) {
+                    let entry = remotes.entry(r.remote).or_insert_with(|| blank(r.remote));
+                    entry.rx_packets += r.rx_packets;
+                    entry.rx_bytes += r.rx_bytes;
+                    entry.tx_packets += r.tx_packets;
+                    entry.tx_bytes += r.tx_bytes;
+                }
+                Some(VxlanEntry {
+                    vni: params.vni,
+                    name: port.name.clone(),
+                    id: port.id.0,
+                    vrf: port.vrf.0,
+                    local: params.local,
+                    dev: self.port_name(params.uplink),
+                    mac: port.mac,
+                    mtu: port.mtu,
+                    ttl: params.ttl,
+                    df: params.df,
+                    udp_checksum: params.udp_checksum,
+                    addresses: addresses(port),
+                    rx_packets: c.rx_packets,
+                    rx_bytes: c.rx_bytes,
+                    tx_packets: c.tx_packets,
+                    tx_bytes: c.tx_bytes,
+                    remotes: remotes.into_values().collect(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|v| v.vni);
         out
     }
 
@@ -654,6 +825,17 @@ impl Dataplane {
     }
 }
 
+/// A port's addresses as the protocol writes them.
+fn addresses(port: &Port) -> Vec<Cidr> {
+    port.addresses
+        .iter()
+        .map(|a| Cidr {
+            addr: a.addr,
+            len: a.prefix_len,
+        })
+        .collect()
+}
+
 /// Names the op a batch error is about.
 fn describe_batch_error(ops: &[TableOp], error: &pipelines::tables::BatchError) -> String {
     match ops.get(error.index) {
@@ -665,6 +847,7 @@ fn describe_batch_error(ops: &[TableOp], error: &pipelines::tables::BatchError) 
 fn describe_op(op: &TableOp) -> String {
     match op {
         TableOp::AddPort { name, .. } => format!("port {name}"),
+        TableOp::AddVxlan { params, .. } => format!("vxlan {}", params.vni),
         TableOp::AddAddress { address, .. } => format!("address {address}"),
         TableOp::AddRoute { prefix, vrf, .. } => format!("route {prefix} in VRF {vrf}"),
         TableOp::DelRoute { prefix, vrf } => format!("deletion of route {prefix} in VRF {vrf}"),
