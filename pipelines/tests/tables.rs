@@ -772,3 +772,522 @@ fn an_address_does_not_silently_replace_a_static_route() {
         }])
         .unwrap();
 }
+
+// --- VXLAN tunnels --------------------------------------------------------------------------------
+
+use pipelines::tables::{PortKind, VxlanParams};
+use std::net::Ipv4Addr;
+
+fn add_vxlan(id: u16, name: &str, vrf: u32, params: VxlanParams) -> TableOp {
+    TableOp::AddVxlan {
+        id: PortId(id),
+        name: name.into(),
+        mac: ea([0x02, 0, 0, 0, 0x01, id as u8]),
+        mtu: None,
+        vrf: VrfId(vrf),
+        params,
+    }
+}
+
+fn vni(vni: u32) -> VxlanParams {
+    VxlanParams {
+        vni,
+        ..lab_vxlan_params()
+    }
+}
+
+fn vxlan_target(tunnel: u16, remote: [u8; 4], mac: Option<[u8; 6]>) -> RouteTarget {
+    RouteTarget::Vxlan {
+        tunnel: PortId(tunnel),
+        remote: Ipv4Addr::from(remote),
+        mac: mac.map(ea),
+    }
+}
+
+fn route_in(vrf: VrfId, p: &str, target: RouteTarget) -> TableOp {
+    TableOp::AddRoute {
+        vrf,
+        prefix: prefix(p),
+        target,
+        replace: false,
+    }
+}
+
+fn overlay_route(tables: &Tables, p: &str) -> Option<NextHop> {
+    let prefix = prefix(p);
+    tables
+        .routes(OVERLAY)
+        .into_iter()
+        .find(|(q, _)| *q == prefix)
+        .map(|(_, nh)| nh)
+}
+
+#[test]
+fn vxlan_lab_tables_are_consistent() {
+    let tables = vxlan_lab_tables(lab_vxlan_params());
+    check_references(&tables);
+    let tunnel = tables.port(PortId(TUNNEL)).expect("tunnel");
+    assert_eq!(tunnel.kind, PortKind::Vxlan(lab_vxlan_params()));
+    assert_eq!(tunnel.vxlan(), Some(&lab_vxlan_params()));
+    assert_eq!(tunnel.mtu, 1450, "uplink MTU minus 50");
+    assert_eq!(tunnel.vrf, OVERLAY);
+    assert!(tables.port(PortId(1)).expect("p1").vxlan().is_none());
+    assert_eq!(
+        overlay_route(&tables, "10.244.2.0/24"),
+        Some(NextHop::Vxlan {
+            tunnel: PortId(TUNNEL),
+            remote: Ipv4Addr::from(REMOTE_VTEP),
+            mac: ea(REMOTE_MAC),
+        })
+    );
+    // One shared next hop for the IPv4 and IPv6 routes to the same remote.
+    let table = tables.vrf(OVERLAY).expect("vrf 1");
+    let id = table.get(prefix("10.244.2.0/24")).expect("route");
+    assert_eq!(table.get(prefix("fd00:244:2::/64")), Some(id));
+    assert_eq!(tables.next_hops().references(id), 2);
+    let vtep = Ipv4Addr::from(VTEP);
+    assert!(tables.is_vtep(VrfId(0), vtep), "in the uplink's VRF");
+    assert!(!tables.is_vtep(OVERLAY, vtep), "not in the overlay");
+    assert!(!tables.is_vtep(VrfId(0), Ipv4Addr::from(REMOTE_VTEP)));
+    assert_eq!(
+        tables.tunnel_for(VrfId(0), vtep, VNI).map(|p| p.id),
+        Some(PortId(TUNNEL))
+    );
+    assert!(tables.tunnel_for(VrfId(0), vtep, VNI + 1).is_none());
+    assert!(tables.tunnel_for(OVERLAY, vtep, VNI).is_none());
+    assert_eq!(
+        tables.tunnel_by_vni(VNI).map(|p| p.id),
+        Some(PortId(TUNNEL))
+    );
+}
+
+#[test]
+fn vxlan_route_without_a_mac_uses_the_tunnel_mac() {
+    let mut tables = vxlan_lab_tables(lab_vxlan_params());
+    tables
+        .apply_batch(&[route_in(
+            OVERLAY,
+            "10.244.9.0/24",
+            vxlan_target(TUNNEL, [10, 0, 1, 9], None),
+        )])
+        .expect("route");
+    assert_eq!(
+        overlay_route(&tables, "10.244.9.0/24"),
+        Some(NextHop::Vxlan {
+            tunnel: PortId(TUNNEL),
+            remote: Ipv4Addr::new(10, 0, 1, 9),
+            mac: ea(TUNNEL_MAC),
+        })
+    );
+}
+
+#[test]
+fn add_vxlan_validation() {
+    let mut tables = vxlan_lab_tables(lab_vxlan_params());
+    let expect = |tables: &mut Tables, op: TableOp| expect_rejected_at(tables, &[op], 0);
+
+    let error = expect(&mut tables, add_vxlan(7, "vx", 1, vni(0x0100_0000)));
+    assert_eq!(error, TableError::VniOutOfRange(0x0100_0000));
+    let error = expect(&mut tables, add_vxlan(7, "vx", 2, vni(VNI)));
+    assert!(
+        matches!(&error, TableError::VniInUse { vni: 100, port } if port == "vxlan100"),
+        "{error:?}"
+    );
+    for local in [[10, 0, 0, 1], [10, 0, 1, 9], [10, 244, 1, 1]] {
+        let params = VxlanParams {
+            local: Ipv4Addr::from(local),
+            ..vni(200)
+        };
+        let error = expect(&mut tables, add_vxlan(7, "vx", 1, params));
+        assert!(
+            matches!(error, TableError::VtepNotOnUplink { .. }),
+            "{local:?}: {error:?}"
+        );
+    }
+    let params = VxlanParams {
+        uplink: PortId(TUNNEL),
+        ..vni(200)
+    };
+    let error = expect(&mut tables, add_vxlan(7, "vx", 1, params));
+    assert!(
+        matches!(error, TableError::WrongPortKind { .. }),
+        "{error:?}"
+    );
+    let params = VxlanParams {
+        uplink: PortId(40),
+        ..vni(200)
+    };
+    let error = expect(&mut tables, add_vxlan(7, "vx", 1, params));
+    assert_eq!(error, TableError::UnknownPort(PortId(40)));
+    for mac in [[0x03, 0, 0, 0, 0, 1], [0xff; 6], [0; 6]] {
+        let op = TableOp::AddVxlan {
+            id: PortId(7),
+            name: "vx".into(),
+            mac: ea(mac),
+            mtu: None,
+            vrf: VrfId(1),
+            params: vni(200),
+        };
+        let error = expect(&mut tables, op);
+        assert_eq!(error, TableError::BadMac(ea(mac)));
+    }
+    let error = expect(&mut tables, add_vxlan(5, "vx", 1, vni(200)));
+    assert_eq!(error, TableError::PortIdInUse(5));
+    let error = expect(&mut tables, add_vxlan(7, "p1", 1, vni(200)));
+    assert!(matches!(error, TableError::PortNameInUse(_)));
+    let error = expect(&mut tables, add_vxlan(1024, "vx", 1, vni(200)));
+    assert_eq!(error, TableError::PortIdOutOfRange(1024));
+    let error = expect(&mut tables, add_vxlan(7, "a/b", 1, vni(200)));
+    assert!(matches!(error, TableError::BadPortName(_)));
+    for mtu in [67, 9001] {
+        let op = TableOp::AddVxlan {
+            id: PortId(7),
+            name: "vx".into(),
+            mac: ea([0x02, 0, 0, 0, 1, 7]),
+            mtu: Some(mtu),
+            vrf: VrfId(1),
+            params: vni(200),
+        };
+        assert_eq!(expect(&mut tables, op), TableError::BadMtu(mtu));
+    }
+    let error = expect(&mut tables, add_vxlan(7, "vx", 5000, vni(200)));
+    assert_eq!(error, TableError::VrfOutOfRange(5000));
+
+    // The largest VNI, a new VRF, a second tunnel on the same VTEP: all fine.
+    tables
+        .apply_batch(&[
+            add_vxlan(7, "vx7", 2, vni(0x00ff_ffff)),
+            add_vxlan(8, "vx8", 1, vni(200)),
+        ])
+        .expect("more tunnels");
+    assert!(tables.vrf(VrfId(2)).is_some());
+    let vtep = Ipv4Addr::from(VTEP);
+    assert_eq!(
+        tables.tunnel_for(VrfId(0), vtep, 0x00ff_ffff).map(|p| p.id),
+        Some(PortId(7))
+    );
+    assert_eq!(
+        tables.tunnel_for(VrfId(0), vtep, 200).map(|p| p.id),
+        Some(PortId(8))
+    );
+    // A tunnel on p4 (MTU 576) defaults to 526.
+    let params = VxlanParams {
+        local: Ipv4Addr::new(10, 0, 4, 1),
+        uplink: PortId(4),
+        ..vni(300)
+    };
+    tables
+        .apply_batch(&[add_vxlan(9, "vx9", 1, params)])
+        .expect("tunnel on p4");
+    assert_eq!(tables.port(PortId(9)).expect("vx9").mtu, 526);
+    assert!(tables.is_vtep(VrfId(0), Ipv4Addr::new(10, 0, 4, 1)));
+    check_references(&tables);
+}
+
+#[test]
+fn uplink_and_vtep_address_cannot_go_while_the_tunnel_exists() {
+    let mut tables = vxlan_lab_tables(lab_vxlan_params());
+    let error = expect_rejected_at(&mut tables, &[TableOp::DelPort { id: PortId(1) }], 0);
+    assert!(
+        matches!(&error, TableError::UsedByTunnel { tunnel, .. } if tunnel == "vxlan100"),
+        "{error:?}"
+    );
+    let error = expect_rejected_at(
+        &mut tables,
+        &[TableOp::DelAddress {
+            port: PortId(1),
+            address: iface("10.0.1.1/24"),
+        }],
+        0,
+    );
+    assert!(
+        matches!(error, TableError::UsedByTunnel { .. }),
+        "{error:?}"
+    );
+    // Other addresses of the uplink may go.
+    tables
+        .apply_batch(&[TableOp::DelAddress {
+            port: PortId(1),
+            address: iface("2001:db8:1::1/64"),
+        }])
+        .expect("other address");
+    // Tunnel first, then the uplink, in one batch.
+    tables
+        .apply_batch(&[
+            TableOp::DelPort { id: PortId(TUNNEL) },
+            TableOp::DelPort { id: PortId(1) },
+        ])
+        .expect("tunnel then uplink");
+    assert!(!tables.is_vtep(VrfId(0), Ipv4Addr::from(VTEP)));
+    check_references(&tables);
+}
+
+#[test]
+fn del_tunnel_removes_its_routes_and_decapsulation() {
+    let mut tables = vxlan_lab_tables(lab_vxlan_params());
+    let generation = tables.generation();
+    let next_hops = tables.next_hops().len();
+    tables
+        .apply_batch(&[TableOp::DelPort { id: PortId(TUNNEL) }])
+        .expect("del tunnel");
+    assert_eq!(tables.generation(), generation + 1);
+    assert!(tables.port(PortId(TUNNEL)).is_none());
+    for p in [
+        "10.244.2.0/24",
+        "fd00:244:2::/64",
+        "10.244.3.0/24",
+        "10.244.4.0/24",
+        "10.244.5.0/24",
+    ] {
+        assert_eq!(overlay_route(&tables, p), None, "{p}");
+    }
+    // p5's routes stay.
+    assert_eq!(
+        overlay_route(&tables, "10.244.1.0/24"),
+        Some(NextHop::Connected { port: PortId(P5) })
+    );
+    assert_eq!(
+        tables.next_hops().len(),
+        next_hops - 4,
+        "the four remote next hops are freed"
+    );
+    assert!(!tables.is_vtep(VrfId(0), Ipv4Addr::from(VTEP)));
+    assert!(tables.tunnel_by_vni(VNI).is_none());
+    check_references(&tables);
+    // The VNI and the name are free again.
+    tables
+        .apply_batch(&[add_vxlan(TUNNEL, "vxlan100", 1, vni(VNI))])
+        .expect("re-added");
+    assert!(tables.is_vtep(VrfId(0), Ipv4Addr::from(VTEP)));
+    check_references(&tables);
+}
+
+#[test]
+fn routes_through_a_tunnel_need_a_vxlan_target() {
+    let mut tables = vxlan_lab_tables(lab_vxlan_params());
+    let kind = |error: TableError| matches!(error, TableError::WrongPortKind { .. });
+    let bad = [
+        RouteTarget::Dev {
+            port: PortId(TUNNEL),
+        },
+        RouteTarget::Via {
+            gateway: "10.244.2.1".parse().expect("ip"),
+            port: Some(PortId(TUNNEL)),
+        },
+        RouteTarget::Multipath(vec![
+            RouteTarget::Dev { port: PortId(P5) },
+            RouteTarget::Dev {
+                port: PortId(TUNNEL),
+            },
+        ]),
+    ];
+    for target in bad {
+        let error = expect_rejected_at(
+            &mut tables,
+            &[route_in(OVERLAY, "10.250.0.0/16", target.clone())],
+            0,
+        );
+        assert!(kind(error.clone()), "{target:?}: {error:?}");
+    }
+    // A vxlan target naming an Ethernet port.
+    let error = expect_rejected_at(
+        &mut tables,
+        &[route_in(
+            OVERLAY,
+            "10.250.0.0/16",
+            vxlan_target(P5, REMOTE_VTEP, None),
+        )],
+        0,
+    );
+    assert!(kind(error.clone()), "{error:?}");
+    // A vxlan target in another VRF than the tunnel's.
+    let error = expect_rejected_at(
+        &mut tables,
+        &[route(
+            "10.250.0.0/16",
+            vxlan_target(TUNNEL, REMOTE_VTEP, None),
+        )],
+        0,
+    );
+    assert!(
+        matches!(error, TableError::PortInOtherVrf { .. }),
+        "{error:?}"
+    );
+    // An unknown tunnel.
+    let error = expect_rejected_at(
+        &mut tables,
+        &[route_in(
+            OVERLAY,
+            "10.250.0.0/16",
+            vxlan_target(40, REMOTE_VTEP, None),
+        )],
+        0,
+    );
+    assert!(matches!(error, TableError::UnknownPort(_)), "{error:?}");
+    // Bad remote VTEPs and inner MACs.
+    for remote in [
+        [0, 0, 0, 0],
+        [255, 255, 255, 255],
+        [224, 0, 0, 1],
+        [127, 0, 0, 1],
+    ] {
+        let error = expect_rejected_at(
+            &mut tables,
+            &[route_in(
+                OVERLAY,
+                "10.250.0.0/16",
+                vxlan_target(TUNNEL, remote, None),
+            )],
+            0,
+        );
+        assert_eq!(error, TableError::BadRemoteVtep(Ipv4Addr::from(remote)));
+    }
+    for mac in [[0x01, 0, 0x5e, 0, 0, 1], [0xff; 6], [0; 6]] {
+        let error = expect_rejected_at(
+            &mut tables,
+            &[route_in(
+                OVERLAY,
+                "10.250.0.0/16",
+                vxlan_target(TUNNEL, REMOTE_VTEP, Some(mac)),
+            )],
+            0,
+        );
+        assert_eq!(error, TableError::BadMac(ea(mac)));
+    }
+    // Not an ECMP member.
+    let error = expect_rejected_at(
+        &mut tables,
+        &[route_in(
+            OVERLAY,
+            "10.250.0.0/16",
+            RouteTarget::Multipath(vec![
+                vxlan_target(TUNNEL, REMOTE_VTEP, None),
+                vxlan_target(TUNNEL, FAR_VTEP, None),
+            ]),
+        )],
+        0,
+    );
+    assert_eq!(error, TableError::BadMultipath);
+    // A gateway is never resolved onto a tunnel, even one with an address.
+    tables
+        .apply_batch(&[TableOp::AddAddress {
+            port: PortId(TUNNEL),
+            address: iface("10.245.1.0/32"),
+        }])
+        .expect("host address");
+    let error = expect_rejected_at(
+        &mut tables,
+        &[route_in(OVERLAY, "10.250.0.0/16", via("10.245.1.0"))],
+        0,
+    );
+    assert!(
+        matches!(error, TableError::GatewayUnreachable(_)),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn tunnels_take_host_addresses_only() {
+    let mut tables = vxlan_lab_tables(lab_vxlan_params());
+    for address in [
+        "10.245.1.1/24",
+        "10.245.1.1/31",
+        "fd00:245::1/64",
+        "fd00:245::1/127",
+    ] {
+        let error = expect_rejected_at(
+            &mut tables,
+            &[TableOp::AddAddress {
+                port: PortId(TUNNEL),
+                address: iface(address),
+            }],
+            0,
+        );
+        assert!(
+            matches!(error, TableError::WrongPortKind { .. }),
+            "{address}: {error:?}"
+        );
+    }
+    tables
+        .apply_batch(&[
+            TableOp::AddAddress {
+                port: PortId(TUNNEL),
+                address: iface("10.245.1.0/32"),
+            },
+            TableOp::AddAddress {
+                port: PortId(TUNNEL),
+                address: iface("fd00:245::1/128"),
+            },
+        ])
+        .expect("host addresses");
+    assert_eq!(
+        overlay_route(&tables, "10.245.1.0/32"),
+        Some(NextHop::Receive),
+        "a receive route, no connected one"
+    );
+    assert_eq!(
+        overlay_route(&tables, "fd00:245::1/128"),
+        Some(NextHop::Receive)
+    );
+    check_references(&tables);
+    tables
+        .apply_batch(&[TableOp::DelAddress {
+            port: PortId(TUNNEL),
+            address: iface("10.245.1.0/32"),
+        }])
+        .expect("del host address");
+    assert_eq!(overlay_route(&tables, "10.245.1.0/32"), None);
+    check_references(&tables);
+}
+
+#[test]
+fn failed_batches_with_tunnels_change_nothing() {
+    let mut tables = vxlan_lab_tables(lab_vxlan_params());
+    let cases: Vec<Vec<TableOp>> = vec![
+        // A new tunnel and its route, then a failure.
+        vec![
+            add_vxlan(7, "vx7", 2, vni(200)),
+            route_in(VrfId(2), "10.9.0.0/16", vxlan_target(7, REMOTE_VTEP, None)),
+            TableOp::DelPort { id: PortId(42) },
+        ],
+        // The tunnel and its uplink removed, then a failure.
+        vec![
+            TableOp::DelPort { id: PortId(TUNNEL) },
+            TableOp::DelPort { id: PortId(1) },
+            TableOp::DelPort { id: PortId(42) },
+        ],
+        // The tunnel removed and re-added with another VNI and VTEP uplink, then a failure.
+        vec![
+            TableOp::DelPort { id: PortId(TUNNEL) },
+            add_vxlan(
+                TUNNEL,
+                "vxlan100",
+                1,
+                VxlanParams {
+                    local: Ipv4Addr::new(10, 0, 3, 1),
+                    uplink: PortId(3),
+                    ..vni(101)
+                },
+            ),
+            add_vxlan(7, "vx7", 1, vni(101)), // duplicate VNI
+        ],
+        // A second tunnel, then the uplink deleted (refused: used by both).
+        vec![
+            add_vxlan(7, "vx7", 1, vni(200)),
+            TableOp::DelPort { id: PortId(TUNNEL) },
+            TableOp::DelPort { id: PortId(1) },
+        ],
+    ];
+    for ops in cases {
+        expect_rejected_at(&mut tables, &ops, 2);
+        check_references(&tables);
+        assert_eq!(
+            tables
+                .tunnel_for(VrfId(0), Ipv4Addr::from(VTEP), VNI)
+                .map(|p| p.id),
+            Some(PortId(TUNNEL))
+        );
+        assert!(!tables.is_vtep(VrfId(0), Ipv4Addr::new(10, 0, 3, 1)));
+        assert!(tables.port(PortId(7)).is_none());
+    }
+}

@@ -240,8 +240,7 @@ fn check_frame(encap: bool, frame: &[u8]) -> Result<(), String> {
         {
             return fail("outer headers wrong");
         }
-        if frame[50..56] != PEER_TUNNEL_MAC || frame[56..62] != TUNNEL_MAC || frame[50 + 22] != 63
-        {
+        if frame[50..56] != PEER_TUNNEL_MAC || frame[56..62] != TUNNEL_MAC || frame[50 + 22] != 63 {
             return fail("inner rewrite wrong");
         }
     } else if frame.len() != INNER_LEN
@@ -322,7 +321,10 @@ pub fn run(
                 ));
             }
             if !out.emitted.is_empty() {
-                return Err(format!("{} frames emitted, expected none", out.emitted.len()));
+                return Err(format!(
+                    "{} frames emitted, expected none",
+                    out.emitted.len()
+                ));
             }
             if check_first && b == 0 {
                 check_frame(encap, overlay.packets[first].frame())?;
@@ -335,14 +337,8 @@ pub fn run(
     pass_count(&mut overlay, &mut pipeline, batches_per_pass, true)?;
     let warm = pipeline.counters();
     pass_count(&mut overlay, &mut pipeline, batches_per_pass, true)?;
-    check_counters(
-        &warm,
-        &pipeline.counters(),
-        (FLOWS) as u64,
-        out_port,
-        encap,
-    )
-    .map_err(|e| format!("warm-up pass: {e}"))?;
+    check_counters(&warm, &pipeline.counters(), (FLOWS) as u64, out_port, encap)
+        .map_err(|e| format!("warm-up pass: {e}"))?;
 
     let batches = (settings.packets as usize / BATCH).max(1);
     let packets = (batches * BATCH) as u64;
@@ -355,10 +351,7 @@ pub fn run(
         let (elapsed, allocations) = pass_count(&mut overlay, &mut pipeline, batches, false)?;
         allocs += allocations;
         snapshots.push(pipeline.counters());
-        Ok((
-            elapsed.as_nanos() as f64 / packets as f64,
-            stopwatch.read(),
-        ))
+        Ok((elapsed.as_nanos() as f64 / packets as f64, stopwatch.read()))
     })?;
     let (first, last) = (&snapshots[0], &snapshots[snapshots.len() - 1]);
     check_counters(first, last, packets * attempts, out_port, encap)?;
@@ -428,7 +421,8 @@ fn check_counters(
     let transmitted = tx(after) - tx(before);
     let drops = after.total_drops() - before.total_drops();
     let hits = after.flow.hits - before.flow.hits;
-    let decapsulated = after.stage(Stage::VxlanInput).packets - before.stage(Stage::VxlanInput).packets;
+    let decapsulated =
+        after.stage(Stage::VxlanInput).packets - before.stage(Stage::VxlanInput).packets;
     let encapsulated = {
         let t = |c: &Counters| c.ports.get(TUNNEL.0 as usize).map_or(0, |p| p.tx_packets);
         t(after) - t(before)
@@ -443,7 +437,9 @@ fn check_counters(
         return Err(format!("{encapsulated} encapsulated for {packets} packets"));
     }
     if !encap && decapsulated != packets {
-        return Err(format!("{decapsulated} through vxlan-input for {packets} packets"));
+        return Err(format!(
+            "{decapsulated} through vxlan-input for {packets} packets"
+        ));
     }
     Ok(())
 }

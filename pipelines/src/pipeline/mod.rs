@@ -617,7 +617,8 @@ impl Pipeline {
                     if m.key.dst_port == crate::wire::VXLAN_PORT
                         && m.key.protocol == u8::from(crate::wire::IpProtocol::Udp)
                         && !m.fragment
-                        && tables.is_vtep(in_port, std::net::Ipv4Addr::from(m.key.dst as u32))
+                        && port.vxlan().is_none()
+                        && tables.is_vtep(port.vrf, std::net::Ipv4Addr::from(m.key.dst as u32))
                     {
                         m.next = Next::Decap;
                     }

@@ -1,7 +1,8 @@
 //! VXLAN over an IPv4 underlay (RFC 7348), byte-compatible with the Linux `vxlan` device.
 //!
 //! Decapsulation (stage `vxlan-input`): ethernet-input sends here the unfragmented UDP
-//! packets to port 4789 of one of our VTEP addresses that arrived on that VTEP's uplink. The
+//! packets to port 4789 of one of our VTEP addresses that arrived on a port of the VTEP's
+//! underlay VRF (its uplink's; not a tunnel port, so nothing is decapsulated twice). The
 //! outer UDP checksum is verified when non-zero; the VXLAN header must carry exactly the I
 //! flag with every reserved bit clear (Linux drops anything else too); the VNI selects the
 //! tunnel port. The inner frame then re-enters ethernet-input on the tunnel port, so it is
@@ -30,13 +31,15 @@ use super::{rewrite, Meta, Output, Packet, Pipeline, Verdict};
 use crate::counters::RemoteCounters;
 use crate::drop::DropReason;
 use crate::flow::FlowAction;
-use crate::ids::{NextHopId, PortId};
+use crate::ids::{NextHopId, PortId, VrfId};
 use crate::tables::{DfPolicy, NextHop, Port, Tables, VxlanParams, VXLAN_OVERHEAD};
 use crate::wire::{
     checksum, EthernetAddress, IpProtocol, ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN, VXLAN_PORT,
 };
 use std::net::{IpAddr, Ipv4Addr};
 
+/// Remote VTEPs with counters of their own, per worker.
+pub(super) const MAX_REMOTES: usize = 4096;
 /// Bytes of outer headers in front of the inner frame.
 pub(super) const OUTER_LEN: usize = VXLAN_OVERHEAD as usize;
 /// Offsets inside the outer headers.
@@ -235,11 +238,16 @@ impl Pipeline {
         }
         let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
         let tunnel = tables
-            .tunnel_for(packet.in_port, dst, vni)
+            .tunnel_for(
+                tables
+                    .port(packet.in_port)
+                    .map_or(VrfId(u32::MAX), |p| p.vrf),
+                dst,
+                vni,
+            )
             .ok_or(DropReason::VxlanUnknownVni)?;
-        let remote = self.remote_counters(tunnel.id, src);
-        remote.rx_packets += 1;
-        remote.rx_bytes += packet.len as u64;
+        let tunnel_id = tunnel.id;
+        self.count_remote(tunnel_id, src, packet.len, true);
         let inner = l4 + 8 + VXLAN_HEADER_LEN;
         packet.offset += inner;
         packet.len = end - inner;
@@ -251,27 +259,37 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Per-remote counters, created on first use.
-    fn remote_counters(&mut self, tunnel: PortId, remote: Ipv4Addr) -> &mut RemoteCounters {
-        self.remotes
-            .entry((tunnel, remote))
-            .or_insert(RemoteCounters {
+    /// Counts a packet exchanged with `remote` (outer bytes). Entries are created on first
+    /// use, at most [`MAX_REMOTES`] per worker: outer sources can be spoofed, and past the
+    /// cap a new remote is only counted on its tunnel port.
+    fn count_remote(&mut self, tunnel: PortId, remote: Ipv4Addr, bytes: usize, received: bool) {
+        let full = self.remotes.len() >= MAX_REMOTES;
+        let counters = match self.remotes.entry((tunnel, remote)) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(_) if full => return,
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(RemoteCounters {
                 tunnel,
                 remote,
                 rx_packets: 0,
                 rx_bytes: 0,
                 tx_packets: 0,
                 tx_bytes: 0,
-            })
+            }),
+        };
+        if received {
+            counters.rx_packets += 1;
+            counters.rx_bytes += bytes as u64;
+        } else {
+            counters.tx_packets += 1;
+            counters.tx_bytes += bytes as u64;
+        }
     }
 
     fn count_encapsulated(&mut self, tunnel: PortId, remote: Ipv4Addr, len: usize) {
         let port = self.counters.port(tunnel);
         port.tx_packets += 1;
         port.tx_bytes += (len - OUTER_LEN) as u64;
-        let counters = self.remote_counters(tunnel, remote);
-        counters.tx_packets += 1;
-        counters.tx_bytes += len as u64;
+        self.count_remote(tunnel, remote, len, false);
     }
 
     /// Fast path: a flow-cache hit whose action encapsulates. Rewrites the inner packet and
@@ -582,9 +600,7 @@ impl Pipeline {
             out.recycle(emitted.frame);
             write_outer(&mut frame, &outer);
             // `emit` counted the frame on the tunnel port already.
-            let counters = self.remote_counters(port_id, remote);
-            counters.tx_packets += 1;
-            counters.tx_bytes += frame.len() as u64;
+            self.count_remote(port_id, remote, frame.len(), false);
             match resolved {
                 Some(_) => {
                     let counters = self.counters.port(underlay.id);

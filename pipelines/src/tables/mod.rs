@@ -734,7 +734,7 @@ pub struct Tables {
     /// Tunnel ports with their VNIs (decapsulation index; a handful of entries).
     tunnels: Vec<(PortId, u32)>,
     /// Local VTEP addresses with their uplinks.
-    vteps: Vec<(PortId, Ipv4Addr)>,
+    vteps: Vec<(VrfId, Ipv4Addr)>,
 }
 
 impl Default for Tables {
@@ -1432,24 +1432,28 @@ impl Tables {
             .find(|p| p.vxlan().is_some_and(|params| params.vni == vni))
     }
 
-    /// The tunnel whose local VTEP is `local` on `uplink` and whose VNI is `vni`: the
-    /// decapsulation lookup.
+    /// The tunnel whose local VTEP is `local` in the underlay VRF `underlay` (its uplink's)
+    /// and whose VNI is `vni`: the decapsulation lookup. Like Linux, a VTEP takes its packets
+    /// from any port of its underlay, not only the uplink (a multi-homed node's underlay ECMP
+    /// may bring them in through another port).
     #[inline]
-    pub fn tunnel_for(&self, uplink: PortId, local: Ipv4Addr, vni: u32) -> Option<&Port> {
+    pub fn tunnel_for(&self, underlay: VrfId, local: Ipv4Addr, vni: u32) -> Option<&Port> {
         self.tunnels.iter().find_map(|&(id, tunnel_vni)| {
             if tunnel_vni != vni {
                 return None;
             }
             let port = self.port(id)?;
             let params = port.vxlan()?;
-            (params.uplink == uplink && params.local == local).then_some(port)
+            let uplink_vrf = self.port(params.uplink)?.vrf;
+            (uplink_vrf == underlay && params.local == local).then_some(port)
         })
     }
 
-    /// True if `addr` is a local VTEP on `uplink` (so UDP 4789 to it is VXLAN for us).
+    /// True if `addr` is a local VTEP in the underlay VRF `underlay` (so UDP 4789 to it is
+    /// VXLAN for us).
     #[inline]
-    pub fn is_vtep(&self, uplink: PortId, addr: Ipv4Addr) -> bool {
-        self.vteps.iter().any(|&(p, a)| p == uplink && a == addr)
+    pub fn is_vtep(&self, underlay: VrfId, addr: Ipv4Addr) -> bool {
+        self.vteps.iter().any(|&(v, a)| v == underlay && a == addr)
     }
 
     /// Name of a tunnel that uses `port` as its uplink (and `addr` as its VTEP, if given).
@@ -1470,8 +1474,18 @@ impl Tables {
         for port in self.ports.iter().flatten() {
             if let PortKind::Vxlan(params) = &port.kind {
                 self.tunnels.push((port.id, params.vni));
-                if !self.vteps.contains(&(params.uplink, params.local)) {
-                    self.vteps.push((params.uplink, params.local));
+                // The uplink exists while its tunnel does (its removal is refused), and a
+                // port's VRF never changes.
+                let Some(underlay) = self
+                    .ports
+                    .get(params.uplink.0 as usize)
+                    .and_then(Option::as_ref)
+                    .map(|uplink| uplink.vrf)
+                else {
+                    continue;
+                };
+                if !self.vteps.contains(&(underlay, params.local)) {
+                    self.vteps.push((underlay, params.local));
                 }
             }
         }

@@ -9,7 +9,7 @@ use etherparse::{
     Ipv4Extensions, Ipv4Header, Ipv6Header, PacketBuilder,
 };
 use pipelines::tables::NextHop;
-use pipelines::tables::{InterfaceAddress, RouteTarget};
+use pipelines::tables::{DfPolicy, InterfaceAddress, RouteTarget, VxlanParams};
 use pipelines::wire::EthernetAddress;
 use pipelines::NextHopId;
 use pipelines::{
@@ -194,6 +194,132 @@ pub fn lab_tables() -> Tables {
     tables
 }
 
+// ---------------------------------------------------------------------------------------------
+// The VXLAN lab: the lab plus an overlay VRF 1 with a pod port and a tunnel
+//
+//   port  name      MAC                MTU   VRF  addresses                          neighbor
+//   5     p5        02:00:00:00:00:15  1500  1    10.244.1.1/24, fd00:244:1::1/64    POD .5/::5
+//   6     vxlan100  02:00:00:00:01:00  1450  1    -  (VNI 100, VTEP 10.0.1.1 on p1)
+//
+// Routes (VRF 1), besides the connected ones, all into vxlan100 (inner dst REMOTE_MAC):
+//   10.244.2.0/24, fd00:244:2::/64   remote 10.0.1.2     (N1, on p1's subnet, resolved)
+//   10.244.3.0/24                     remote 192.168.7.7  (underlay 192.168.0.0/16 via N1)
+//   10.244.4.0/24                     remote 10.0.3.77    (on p3's subnet, no neighbor)
+//   10.244.5.0/24                     remote 10.99.0.1    (no underlay route)
+// ---------------------------------------------------------------------------------------------
+
+pub const P5: u16 = 5;
+pub const TUNNEL: u16 = 6;
+pub const OVERLAY: VrfId = VrfId(1);
+/// MAC of p5.
+pub const R5: [u8; 6] = [0x02, 0, 0, 0, 0, 0x15];
+/// Overlay MAC of the tunnel (inner source of what we encapsulate).
+pub const TUNNEL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x00];
+/// Inner destination MAC the routes name (the remote overlay's MAC).
+pub const REMOTE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x00];
+/// The pod on p5.
+pub const POD: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x05];
+pub const POD_V4: [u8; 4] = [10, 244, 1, 5];
+pub const POD_V6: [u8; 16] = v6b([0xfd00, 0x244, 1, 0, 0, 0, 0, 5]);
+pub const P5_V4: [u8; 4] = [10, 244, 1, 1];
+pub const P5_V6: [u8; 16] = v6b([0xfd00, 0x244, 1, 0, 0, 0, 0, 1]);
+pub const VNI: u32 = 100;
+/// Local VTEP (p1's address).
+pub const VTEP: [u8; 4] = [10, 0, 1, 1];
+/// Remote VTEP of 10.244.2.0/24 (N1).
+pub const REMOTE_VTEP: [u8; 4] = [10, 0, 1, 2];
+/// Remote VTEP of 10.244.3.0/24, behind the underlay gateway N1.
+pub const FAR_VTEP: [u8; 4] = [192, 168, 7, 7];
+/// Remote VTEP of 10.244.4.0/24, on p3's subnet without a neighbor entry.
+pub const UNRESOLVED_VTEP: [u8; 4] = [10, 0, 3, 77];
+/// Remote VTEP of 10.244.5.0/24, with no underlay route.
+pub const UNREACHABLE_VTEP: [u8; 4] = [10, 99, 0, 1];
+/// A pod behind REMOTE_VTEP.
+pub const REMOTE_POD_V4: [u8; 4] = [10, 244, 2, 7];
+pub const REMOTE_POD_V6: [u8; 16] = v6b([0xfd00, 0x244, 2, 0, 0, 0, 0, 7]);
+/// The UDP port of VXLAN.
+pub const VXLAN_PORT: u16 = 4789;
+/// Outer Ethernet + IPv4 + UDP + VXLAN.
+pub const VXLAN_OVERHEAD: usize = 50;
+
+/// The tunnel's settings in the lab (Linux defaults: TTL 64, DF unset, no UDP checksum).
+pub fn lab_vxlan_params() -> VxlanParams {
+    VxlanParams {
+        vni: VNI,
+        local: Ipv4Addr::from(VTEP),
+        uplink: PortId(1),
+        ttl: 64,
+        df: DfPolicy::Unset,
+        udp_checksum: false,
+    }
+}
+
+pub fn vxlan_route(vrf: VrfId, p: &str, remote: [u8; 4]) -> TableOp {
+    TableOp::AddRoute {
+        vrf,
+        prefix: prefix(p),
+        target: RouteTarget::Vxlan {
+            tunnel: PortId(TUNNEL),
+            remote: Ipv4Addr::from(remote),
+            mac: Some(ea(REMOTE_MAC)),
+        },
+        replace: false,
+    }
+}
+
+/// The ops that add the overlay to the lab, with the tunnel's settings.
+pub fn vxlan_ops(params: VxlanParams) -> Vec<TableOp> {
+    vec![
+        TableOp::AddPort {
+            id: PortId(P5),
+            name: "p5".into(),
+            mac: ea(R5),
+            mtu: 1500,
+            vrf: OVERLAY,
+        },
+        TableOp::AddAddress {
+            port: PortId(P5),
+            address: iface("10.244.1.1/24"),
+        },
+        TableOp::AddAddress {
+            port: PortId(P5),
+            address: iface("fd00:244:1::1/64"),
+        },
+        TableOp::AddNeighbor {
+            port: PortId(P5),
+            ip: ip4(POD_V4),
+            mac: ea(POD),
+        },
+        TableOp::AddNeighbor {
+            port: PortId(P5),
+            ip: ip6(POD_V6),
+            mac: ea(POD),
+        },
+        TableOp::AddVxlan {
+            id: PortId(TUNNEL),
+            name: "vxlan100".into(),
+            mac: ea(TUNNEL_MAC),
+            mtu: None,
+            vrf: OVERLAY,
+            params,
+        },
+        vxlan_route(OVERLAY, "10.244.2.0/24", REMOTE_VTEP),
+        vxlan_route(OVERLAY, "fd00:244:2::/64", REMOTE_VTEP),
+        vxlan_route(OVERLAY, "10.244.3.0/24", FAR_VTEP),
+        vxlan_route(OVERLAY, "10.244.4.0/24", UNRESOLVED_VTEP),
+        vxlan_route(OVERLAY, "10.244.5.0/24", UNREACHABLE_VTEP),
+    ]
+}
+
+/// The lab tables with the overlay.
+pub fn vxlan_lab_tables(params: VxlanParams) -> Tables {
+    let mut tables = lab_tables();
+    tables
+        .apply_batch(&vxlan_ops(params))
+        .expect("vxlan lab tables");
+    tables
+}
+
 /// Test configuration: no ICMP rate limit (tests count errors exactly), small hold queues.
 pub fn lab_config() -> PipelineConfig {
     PipelineConfig {
@@ -235,6 +361,13 @@ pub struct BatchRun {
 /// holding it after `process` got no verdict.
 pub const UNSET: Verdict = Verdict::Drop(DropReason::TxRingFull);
 
+/// Bytes in front of a frame in its buffer (the UMEM headroom the dataplane reserves).
+pub const HEADROOM: usize = 256;
+/// Bytes behind a frame in its buffer.
+pub const TAILROOM: usize = 128;
+/// What the room around a frame is filled with.
+pub const ROOM_MARKER: u8 = 0xa5;
+
 /// Tables plus one pipeline plus a reused `Output`.
 pub struct Lab {
     pub tables: Tables,
@@ -251,6 +384,19 @@ impl Default for Lab {
 impl Lab {
     pub fn new() -> Lab {
         Lab::with_config(lab_config())
+    }
+
+    /// The lab with the overlay (p5, vxlan100 and their routes).
+    pub fn vxlan() -> Lab {
+        Lab::vxlan_with(lab_vxlan_params(), lab_config())
+    }
+
+    pub fn vxlan_with(params: VxlanParams, config: PipelineConfig) -> Lab {
+        Lab {
+            tables: vxlan_lab_tables(params),
+            pipeline: Pipeline::new(config),
+            out: Output::default(),
+        }
     }
 
     pub fn with_config(config: PipelineConfig) -> Lab {
@@ -277,12 +423,40 @@ impl Lab {
         self.send_at(port, frame, T0)
     }
 
-    /// A batch through one `process` call; asserts every packet got a verdict.
+    /// A batch through one `process` call; asserts every packet got a verdict. Every frame
+    /// sits in its buffer like in the real UMEM: `HEADROOM` bytes before it, `TAILROOM`
+    /// after.
     pub fn batch_at(&mut self, frames: &[(u16, Vec<u8>)], now_ns: u64) -> BatchRun {
-        let mut buffers: Vec<(u16, Vec<u8>)> = frames.to_vec();
+        self.batch_with_room(frames, now_ns, HEADROOM, TAILROOM)
+    }
+
+    /// A batch whose frames have `headroom` bytes before them and `tailroom` after in their
+    /// buffers (filled with a marker, so reads outside the frame do not see zeros). The
+    /// returned frames are the buffers' contents at each packet's final offset and length.
+    pub fn batch_with_room(
+        &mut self,
+        frames: &[(u16, Vec<u8>)],
+        now_ns: u64,
+        headroom: usize,
+        tailroom: usize,
+    ) -> BatchRun {
+        let mut buffers: Vec<(u16, Vec<u8>)> = frames
+            .iter()
+            .map(|(port, frame)| {
+                let mut buf = vec![ROOM_MARKER; headroom + frame.len() + tailroom];
+                buf[headroom..headroom + frame.len()].copy_from_slice(frame);
+                (*port, buf)
+            })
+            .collect();
         let mut packets: Vec<Packet<'_>> = buffers
             .iter_mut()
-            .map(|(port, buf)| Packet::new(buf.as_mut_slice(), PortId(*port)))
+            .zip(frames)
+            .map(|((port, buf), (_, frame))| Packet {
+                buf: buf.as_mut_slice(),
+                offset: headroom,
+                len: frame.len(),
+                in_port: PortId(*port),
+            })
             .collect();
         let mut verdicts = vec![UNSET; packets.len()];
         self.out.clear();
@@ -293,7 +467,7 @@ impl Lab {
             &mut self.out,
             now_ns,
         );
-        let lens: Vec<usize> = packets.iter().map(|p| p.len).collect();
+        let spans: Vec<(usize, usize)> = packets.iter().map(|p| (p.offset, p.len)).collect();
         drop(packets);
         assert!(
             !verdicts.contains(&UNSET),
@@ -303,14 +477,36 @@ impl Lab {
             verdicts,
             frames: buffers
                 .into_iter()
-                .zip(lens)
-                .map(|((_, mut b), len)| {
-                    b.truncate(len);
-                    b
+                .zip(spans)
+                .map(|((_, b), (offset, len))| {
+                    assert!(
+                        offset + len <= b.len(),
+                        "frame {offset}+{len} outside its {}-byte buffer",
+                        b.len()
+                    );
+                    b[offset..offset + len].to_vec()
                 })
                 .collect(),
             emitted: self.out.emitted.clone(),
             events: self.out.events.clone(),
+        }
+    }
+
+    /// One frame on `port` at `now_ns`, with the given room around it in its buffer.
+    pub fn send_with_room(
+        &mut self,
+        port: u16,
+        frame: &[u8],
+        now_ns: u64,
+        headroom: usize,
+        tailroom: usize,
+    ) -> Run {
+        let mut batch = self.batch_with_room(&[(port, frame.to_vec())], now_ns, headroom, tailroom);
+        Run {
+            verdict: batch.verdicts[0],
+            frame: batch.frames.remove(0),
+            emitted: batch.emitted,
+            events: batch.events,
         }
     }
 
@@ -710,6 +906,70 @@ pub fn ipv6_raw(
     out
 }
 
+/// A VXLAN header: `flags` byte, 24-bit VNI, everything else zero.
+pub fn vxlan_header(flags: u8, vni: u32) -> [u8; 8] {
+    let v = vni.to_be_bytes();
+    [flags, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// An outer Ethernet/IPv4/UDP frame to port 4789 carrying `vxlan` (8 bytes, as given) and
+/// the inner frame. The UDP checksum is computed (etherparse) when `udp_checksum`, else 0.
+#[allow(clippy::too_many_arguments)]
+pub fn vxlan_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    vxlan: [u8; 8],
+    inner: &[u8],
+    udp_checksum: bool,
+) -> Vec<u8> {
+    let payload = [&vxlan[..], inner].concat();
+    let mut frame = udp4_ports(src_mac, dst_mac, src, dst, 64, sport, VXLAN_PORT, &payload);
+    if !udp_checksum {
+        frame[14 + 20 + 6] = 0;
+        frame[14 + 20 + 7] = 0;
+    } else {
+        assert_ne!(&frame[40..42], &[0, 0], "etherparse computed a checksum");
+    }
+    frame
+}
+
+/// A VXLAN frame from N1 (the remote VTEP 10.0.1.2) to our VTEP on p1, VNI 100, no UDP
+/// checksum.
+pub fn from_remote_vtep(inner: &[u8]) -> Vec<u8> {
+    vxlan_frame(
+        N[1],
+        R[1],
+        REMOTE_VTEP,
+        VTEP,
+        50000,
+        vxlan_header(0x08, VNI),
+        inner,
+        false,
+    )
+}
+
+/// Rewrites the UDP checksum of an outer VXLAN frame built by `vxlan_frame` after an edit
+/// (0 stays 0).
+pub fn refresh_outer_udp_checksum(frame: &mut [u8]) {
+    if frame[40..42] == [0, 0] {
+        return;
+    }
+    frame[40] = 0;
+    frame[41] = 0;
+    let ip = ipv4_of(frame).to_vec();
+    let udp = &ip[20..];
+    let len = (udp.len() as u16).to_be_bytes();
+    let pseudo = [&ip[12..20], &[0, 17], &len[..]].concat();
+    let mut sum = !ones_sum(&[&pseudo, udp]);
+    if sum == 0 {
+        sum = 0xffff;
+    }
+    frame[40..42].copy_from_slice(&sum.to_be_bytes());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checksums (independent implementation) and output checkers
 // ---------------------------------------------------------------------------------------------
@@ -797,20 +1057,43 @@ pub fn check_icmp4_error(
         PortId(port as u16),
         "egress port of the error"
     );
-    let frame = &emitted.frame;
+    check_icmp4_error_frame(
+        &emitted.frame,
+        R[port],
+        router_v4(port),
+        to_mac,
+        to_ip,
+        icmp_type,
+        code,
+        original,
+    )
+}
+
+/// Checks an ICMPv4 error frame (from `from_mac` / `from_ip` to `to_mac` / `to_ip`) and
+/// returns ICMP bytes 4..8.
+#[allow(clippy::too_many_arguments)]
+pub fn check_icmp4_error_frame(
+    frame: &[u8],
+    from_mac: [u8; 6],
+    from_ip: [u8; 4],
+    to_mac: [u8; 6],
+    to_ip: [u8; 4],
+    icmp_type: u8,
+    code: u8,
+    original: &[u8],
+) -> [u8; 4] {
     let (eth, _) = Ethernet2Header::from_slice(frame).expect("ethernet");
     assert_eq!(
         eth.destination, to_mac,
         "error goes back to the sender's MAC"
     );
-    assert_eq!(eth.source, R[port], "error comes from the port's MAC");
+    assert_eq!(eth.source, from_mac, "error comes from the port's MAC");
     let ip = ipv4_of(frame);
     let (header, _) = Ipv4Header::from_slice(ip).expect("ipv4 header");
     assert!(ipv4_header_ok(ip), "IPv4 header checksum of the error");
     assert_eq!(header.protocol, IpNumber::ICMP);
     assert_eq!(
-        header.source,
-        router_v4(port),
+        header.source, from_ip,
         "error source = ingress port address"
     );
     assert_eq!(header.destination, to_ip, "error destination = the sender");
@@ -846,19 +1129,42 @@ pub fn check_icmp6_error(
         PortId(port as u16),
         "egress port of the error"
     );
-    let frame = &emitted.frame;
+    check_icmp6_error_frame(
+        &emitted.frame,
+        R[port],
+        router_v6(port),
+        to_mac,
+        to_ip,
+        icmp_type,
+        code,
+        original,
+    )
+}
+
+/// Checks an ICMPv6 error frame (from `from_mac` / `from_ip` to `to_mac` / `to_ip`) and
+/// returns ICMPv6 bytes 4..8.
+#[allow(clippy::too_many_arguments)]
+pub fn check_icmp6_error_frame(
+    frame: &[u8],
+    from_mac: [u8; 6],
+    from_ip: [u8; 16],
+    to_mac: [u8; 6],
+    to_ip: [u8; 16],
+    icmp_type: u8,
+    code: u8,
+    original: &[u8],
+) -> [u8; 4] {
     let (eth, _) = Ethernet2Header::from_slice(frame).expect("ethernet");
     assert_eq!(
         eth.destination, to_mac,
         "error goes back to the sender's MAC"
     );
-    assert_eq!(eth.source, R[port], "error comes from the port's MAC");
+    assert_eq!(eth.source, from_mac, "error comes from the port's MAC");
     let ip = ipv6_of(frame);
     let (header, _) = Ipv6Header::from_slice(ip).expect("ipv6 header");
     assert_eq!(header.next_header, IpNumber::IPV6_ICMP);
     assert_eq!(
-        header.source,
-        router_v6(port),
+        header.source, from_ip,
         "error source = ingress port address"
     );
     assert_eq!(header.destination, to_ip, "error destination = the sender");
@@ -877,8 +1183,13 @@ pub fn check_icmp6_error(
 /// Checks a frame forwarded to the neighbor of `port`: MACs rewritten, TTL one less, header
 /// checksum valid, everything after the TTL/checksum unchanged.
 pub fn check_forwarded_v4(frame: &[u8], original: &[u8], port: usize, next_mac: [u8; 6]) {
+    check_forwarded_v4_macs(frame, original, R[port], next_mac);
+}
+
+/// Same, with the expected source MAC given.
+pub fn check_forwarded_v4_macs(frame: &[u8], original: &[u8], src_mac: [u8; 6], next_mac: [u8; 6]) {
     assert_eq!(&frame[0..6], &next_mac, "destination MAC = next hop");
-    assert_eq!(&frame[6..12], &R[port], "source MAC = egress port");
+    assert_eq!(&frame[6..12], &src_mac, "source MAC = egress port");
     let ip = ipv4_of(frame);
     let before = ipv4_of(original);
     assert_eq!(ip.len(), before.len());
@@ -892,8 +1203,13 @@ pub fn check_forwarded_v4(frame: &[u8], original: &[u8], port: usize, next_mac: 
 
 /// Same for IPv6: hop limit one less, rest unchanged.
 pub fn check_forwarded_v6(frame: &[u8], original: &[u8], port: usize, next_mac: [u8; 6]) {
+    check_forwarded_v6_macs(frame, original, R[port], next_mac);
+}
+
+/// Same, with the expected source MAC given.
+pub fn check_forwarded_v6_macs(frame: &[u8], original: &[u8], src_mac: [u8; 6], next_mac: [u8; 6]) {
     assert_eq!(&frame[0..6], &next_mac, "destination MAC = next hop");
-    assert_eq!(&frame[6..12], &R[port], "source MAC = egress port");
+    assert_eq!(&frame[6..12], &src_mac, "source MAC = egress port");
     let ip = ipv6_of(frame);
     let before = ipv6_of(original);
     assert_eq!(ip.len(), before.len());
@@ -917,6 +1233,87 @@ pub fn parse_arp(frame: &[u8]) -> (u16, [u8; 6], [u8; 4], [u8; 6], [u8; 4]) {
     )
 }
 
+/// An encapsulated frame, parsed by hand and checked for everything that does not depend on
+/// the tunnel's settings: outer Ethernet type IPv4, IHL 5 and no options, valid header
+/// checksum, protocol UDP, total length = the frame, not a fragment; UDP to 4789 from the
+/// dynamic range with the right length, a valid checksum if not zero; VXLAN flags exactly I,
+/// reserved bytes zero.
+#[derive(Debug, Clone)]
+pub struct Vxlan {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub ttl: u8,
+    pub dont_fragment: bool,
+    pub ident: u16,
+    pub sport: u16,
+    pub udp_checksum: u16,
+    pub vni: u32,
+    /// The inner Ethernet frame.
+    pub inner: Vec<u8>,
+}
+
+pub fn parse_vxlan(frame: &[u8]) -> Vxlan {
+    assert!(frame.len() >= VXLAN_OVERHEAD + 14, "runt VXLAN frame");
+    assert_eq!(&frame[12..14], &[0x08, 0x00], "outer EtherType IPv4");
+    let ip = &frame[14..];
+    assert_eq!(ip[0], 0x45, "outer IPv4, IHL 5");
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    assert_eq!(total, frame.len() - 14, "outer total length = the frame");
+    let ip = &ip[..total];
+    assert!(ipv4_header_ok(ip), "outer IPv4 header checksum");
+    let flags = u16::from_be_bytes([ip[6], ip[7]]);
+    assert_eq!(
+        flags & 0xbfff,
+        0,
+        "outer: no MF, no offset, reserved bit clear"
+    );
+    assert_eq!(ip[9], 17, "outer protocol UDP");
+    let udp = &ip[20..];
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    assert!(
+        sport >= 49152,
+        "UDP source port {sport} in the dynamic range"
+    );
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), VXLAN_PORT);
+    assert_eq!(
+        u16::from_be_bytes([udp[4], udp[5]]) as usize,
+        udp.len(),
+        "UDP length"
+    );
+    let udp_checksum = u16::from_be_bytes([udp[6], udp[7]]);
+    if udp_checksum != 0 {
+        assert!(ipv4_l4_ok(ip), "outer UDP checksum");
+    }
+    let vxlan = &udp[8..16];
+    assert_eq!(vxlan[0], 0x08, "VXLAN flags: I only");
+    assert_eq!(&vxlan[1..4], &[0, 0, 0], "VXLAN reserved");
+    assert_eq!(vxlan[7], 0, "VXLAN reserved");
+    Vxlan {
+        dst_mac: frame[0..6].try_into().unwrap(),
+        src_mac: frame[6..12].try_into().unwrap(),
+        src: ip[12..16].try_into().unwrap(),
+        dst: ip[16..20].try_into().unwrap(),
+        ttl: ip[8],
+        dont_fragment: flags & 0x4000 != 0,
+        ident: u16::from_be_bytes([ip[4], ip[5]]),
+        sport,
+        udp_checksum,
+        vni: u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]),
+        inner: udp[16..].to_vec(),
+    }
+}
+
+/// True if `frame` looks like a VXLAN packet (outer IPv4 without options, UDP to 4789).
+pub fn is_vxlan(frame: &[u8]) -> bool {
+    frame.len() >= VXLAN_OVERHEAD
+        && frame[12..14] == [0x08, 0x00]
+        && frame[14] == 0x45
+        && frame[23] == 17
+        && frame[36..38] == VXLAN_PORT.to_be_bytes()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Table snapshots and invariants
 // ---------------------------------------------------------------------------------------------
@@ -932,6 +1329,8 @@ pub struct Snapshot {
     pub next_hops: usize,
     pub references: BTreeMap<String, u32>,
     pub neighbors: Vec<String>,
+    /// What decapsulation sees: VTEPs by uplink, and the tunnel each VNI resolves to.
+    pub decap: Vec<String>,
 }
 
 fn value(tables: &Tables, next_hop: &NextHop) -> String {
@@ -966,7 +1365,31 @@ pub fn snapshot(tables: &Tables) -> Snapshot {
         .map(|(key, n)| format!("{key:?} {n:?}"))
         .collect();
     neighbors.sort();
+    let mut decap = Vec::new();
+    let candidates = vtep_candidates(tables);
+    for vrf in tables.vrf_ids() {
+        for addr in &candidates {
+            if tables.is_vtep(vrf, *addr) {
+                decap.push(format!("vtep {vrf} {addr}"));
+            }
+        }
+    }
+    for port in tables.ports() {
+        if let Some(params) = port.vxlan() {
+            let underlay = tables.port(params.uplink).map(|p| p.vrf);
+            decap.push(format!(
+                "vni {} -> {:?}",
+                params.vni,
+                underlay.and_then(|vrf| {
+                    tables
+                        .tunnel_for(vrf, params.local, params.vni)
+                        .map(|p| p.id)
+                })
+            ));
+        }
+    }
     Snapshot {
+        decap,
         generation: tables.generation(),
         ports: tables.ports().map(|p| format!("{p:?}")).collect(),
         vrfs,
@@ -974,6 +1397,56 @@ pub fn snapshot(tables: &Tables) -> Snapshot {
         next_hops: tables.next_hops().len(),
         references,
         neighbors,
+    }
+}
+
+/// Every IPv4 address of every port and every tunnel's local VTEP.
+fn vtep_candidates(tables: &Tables) -> Vec<Ipv4Addr> {
+    let mut candidates: Vec<Ipv4Addr> = tables
+        .ports()
+        .flat_map(|p| p.addresses.iter())
+        .filter_map(|a| match a.addr {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .chain(tables.ports().filter_map(|p| p.vxlan().map(|v| v.local)))
+        .collect();
+    candidates.sort();
+    candidates.dedup();
+    candidates
+}
+
+/// The decapsulation index agrees with the tunnel ports: an address is a VTEP in a VRF
+/// exactly when a tunnel has it as local VTEP on an uplink in that VRF, and every tunnel is
+/// found by its (underlay VRF, VTEP, VNI).
+pub fn check_tunnel_index(tables: &Tables) {
+    let candidates = vtep_candidates(tables);
+    let underlay_of = |port: PortId| tables.port(port).map(|p| p.vrf);
+    for vrf in tables.vrf_ids() {
+        for addr in &candidates {
+            let expected = tables.ports().any(|t| {
+                t.vxlan()
+                    .is_some_and(|v| underlay_of(v.uplink) == Some(vrf) && v.local == *addr)
+            });
+            assert_eq!(
+                tables.is_vtep(vrf, *addr),
+                expected,
+                "is_vtep({vrf}, {addr})"
+            );
+        }
+    }
+    for port in tables.ports() {
+        if let Some(params) = port.vxlan() {
+            let underlay = underlay_of(params.uplink).expect("a tunnel's uplink exists");
+            assert_eq!(
+                tables
+                    .tunnel_for(underlay, params.local, params.vni)
+                    .map(|p| p.id),
+                Some(port.id),
+                "tunnel_for of {}",
+                port.name
+            );
+        }
     }
 }
 
@@ -1013,4 +1486,5 @@ pub fn check_references(tables: &Tables) {
     for id in uses.keys() {
         assert!(live.contains(id), "{id} used but not alive");
     }
+    check_tunnel_index(tables);
 }
