@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo lab: a node namespace running the real vrouter and vrouter-control on the built-in
 # demo configuration, two pod namespaces behind it, and real traffic (ping, traceroute,
-# iperf3) through it, with the operator's view (vrouterctl) along the way. Everything it
-# creates is removed on exit, also on failure or Ctrl-C.
+# iperf3) through it, with the operator's view (vrouterctl) along the way. Then the overlay:
+# a second node that is plain Linux with a flannel-style VXLAN device and a pod of its own,
+# reached through our VXLAN tunnel over an underlay link. Everything it creates is removed on
+# exit, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -18,7 +20,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   sleep 0.5
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  for ns in node pod1 pod2; do ip netns del "$P-$ns" 2>/dev/null; done
+  for ns in node pod1 pod2 peer pod3; do ip netns del "$P-$ns" 2>/dev/null; done
   rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM
@@ -27,7 +29,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 ctl() { "$BIN/vrouterctl" --socket "$DIR/control.sock" "$@"; }
 
 say "topology: pod1 (10.0.1.2) -- vp1 [vrouter in $P-node] vp2 -- pod2 (10.0.2.2)"
-for ns in node pod1 pod2; do ip netns add "$P-$ns"; ip -n "$P-$ns" link set lo up; done
+say "          [vrouter] vu0 (VTEP 192.168.100.1) -- underlay -- eth0 (192.168.100.2) [Linux node $P-peer, flannel.1 VNI 1] -- pod3 (10.0.3.2)"
+for ns in node pod1 pod2 peer pod3; do ip netns add "$P-$ns"; ip -n "$P-$ns" link set lo up; done
 for i in 1 2; do
   ip link add "vp$i" netns "$P-node" numrxqueues 1 numtxqueues 1 type veth \
      peer eth0 netns "$P-pod$i" numrxqueues 1 numtxqueues 1
@@ -52,7 +55,50 @@ addresses = ["10.0.2.1/24", "fd00:2::1/64"]
 [[route]]
 prefix = "10.66.0.0/16"
 blackhole = true
+
+# The overlay: an uplink holding our VTEP, VNI 1 (flannel's) in VRF 0, and the peer node's pod
+# subnet behind its VTEP; the inner destination MAC is the peer's flannel.1 MAC.
+[[port]]
+name = "vu0"
+addresses = ["192.168.100.1/24"]
+
+[[vxlan]]
+vni = 1
+local = "192.168.100.1"
+dev = "vu0"
+mac = "0e:00:00:00:01:01"
+
+[[route]]
+prefix = "10.0.3.0/24"
+vxlan = 1
+remote = "192.168.100.2"
+mac = "0e:00:00:00:02:01"
 TOML
+
+# The peer node, as flannel's VXLAN backend sets a Linux node up: a vxlan device without
+# learning, routes to the other nodes' pod subnets via their flannel address (onlink), and
+# static neighbor and FDB entries pointing at our overlay MAC and VTEP.
+ip link add vu0 netns "$P-node" numrxqueues 1 numtxqueues 1 type veth \
+   peer eth0 netns "$P-peer" numrxqueues 1 numtxqueues 1
+ip -n "$P-node" link set vu0 up
+ip -n "$P-peer" addr add 192.168.100.2/24 dev eth0
+ip -n "$P-peer" link set eth0 up
+ip -n "$P-peer" link add flannel.1 address 0e:00:00:00:02:01 type vxlan id 1 \
+   local 192.168.100.2 dev eth0 dstport 4789 nolearning
+ip -n "$P-peer" link set flannel.1 mtu 1450 up
+ip -n "$P-peer" addr add 10.0.3.0/32 dev flannel.1
+for i in 1 2; do
+  ip -n "$P-peer" route add "10.0.$i.0/24" via 10.0.1.0 dev flannel.1 onlink
+done
+ip -n "$P-peer" neigh replace 10.0.1.0 lladdr 0e:00:00:00:01:01 dev flannel.1 nud permanent
+bridge -n "$P-peer" fdb append 0e:00:00:00:01:01 dev flannel.1 dst 192.168.100.1
+ip link add veth3 netns "$P-peer" type veth peer eth0 netns "$P-pod3"
+ip -n "$P-peer" addr add 10.0.3.1/24 dev veth3
+ip -n "$P-peer" link set veth3 up
+ip -n "$P-pod3" addr add 10.0.3.2/24 dev eth0
+ip -n "$P-pod3" link set eth0 mtu 1450 up
+ip -n "$P-pod3" route add default via 10.0.3.1
+ip netns exec "$P-peer" sysctl -qw net.ipv4.ip_forward=1
 
 say "starting vrouter (worker on CPU 1, adaptive idle) and vrouter-control"
 ip netns exec "$P-node" "$BIN/vrouter" --socket "$DIR/vrouter.sock" --cores 1 --idle adaptive \
@@ -76,6 +122,16 @@ say "iperf3 TCP pod1 -> pod2, 3 s"
 ip netns exec "$P-pod2" iperf3 -s -1 -p 5201 >/dev/null & PIDS+=($!)
 sleep 0.5
 ip netns exec "$P-pod1" taskset -c 0 iperf3 -c 10.0.2.2 -p 5201 -t 3 | tail -4
+say "overlay: ping pod1 -> pod3 behind the Linux node, through our VXLAN tunnel and its flannel.1"
+ip netns exec "$P-pod1" ping -c 3 -i 0.2 10.0.3.2
+say "path MTU through the overlay: a 1500-byte DF ping gets fragmentation-needed (mtu 1450)"
+ip netns exec "$P-pod1" ping -c 1 -W 1 -M do -s 1472 10.0.3.2 || true
+ip netns exec "$P-pod1" ping -c 2 -i 0.2 -M do -s 1422 10.0.3.2
+say "iperf3 TCP pod3 -> pod1 across the overlay, 3 s"
+ip netns exec "$P-pod1" iperf3 -s -1 -p 5202 >/dev/null & PIDS+=($!)
+sleep 0.5
+ip netns exec "$P-pod3" taskset -c 0 iperf3 -c 10.0.1.2 -p 5202 -t 3 | tail -4
+say "vrouterctl vxlan list"; ctl vxlan list
 say "vrouterctl neigh list"; ctl neigh list
 say "vrouterctl stats"; ctl stats
 say "vrouterctl drops"; ctl drops

@@ -237,7 +237,8 @@ pub struct VxlanConfig {
     /// Outer DF bit: `unset` (default), `set` or `inherit` (from an inner IPv4 packet).
     #[serde(default, skip_serializing_if = "is_default_df")]
     pub df: DfPolicy,
-    /// Compute the outer UDP checksum (default: zero, as Linux sends by default).
+    /// Compute the outer UDP checksum (default: zero, as RFC 7348 recommends; Linux vxlan
+    /// devices compute it unless created with `noudpcsum`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub udp_checksum: bool,
     /// Host addresses (/32, /128) of the tunnel port (as flannel puts one on `flannel.1`):

@@ -1606,3 +1606,41 @@ fn per_remote_counters_are_bounded_against_spoofed_sources() {
     assert_eq!(counted, 4096);
     assert_eq!(counters.ports[6].rx_packets, sources as u64);
 }
+
+/// The inner frame of `outer` as a Linux sender with local checksum offload leaves it: the
+/// TCP checksum field holding only the pseudo-header sum, the outer UDP checksum computed for
+/// the completed segment.
+fn with_partial_inner_tcp(outer: &mut [u8]) {
+    let ip = 50 + 14;
+    let tcp = ip + 20;
+    let length = (outer.len() - tcp) as u16;
+    let pseudo = ones_sum(&[&outer[ip + 12..ip + 20], &[0, 6], &length.to_be_bytes()]);
+    outer[tcp + 16..tcp + 18].copy_from_slice(&pseudo.to_be_bytes());
+}
+
+#[test]
+fn outer_checksum_over_a_partial_inner_checksum_is_accepted_and_the_inner_one_completed() {
+    // What a Linux node's flannel.1 sends for a pod's TCP segment over a veth: outer UDP
+    // checksum on (Linux's default), computed with local checksum offload.
+    let mut lab = Lab::vxlan();
+    let inner = tcp4(REMOTE_MAC, TUNNEL_MAC, REMOTE_POD_V4, POD_V4, 64, PAYLOAD);
+    let mut outer = with_outer(&inner, vxlan_header(0x08, VNI), true);
+    with_partial_inner_tcp(&mut outer);
+    let run = lab.send(1, &outer);
+    assert_eq!(run.verdict, Verdict::Transmit(PortId(P5)));
+    lab.assert_drops(&[]);
+    // Delivered with the TCP checksum complete: the original segment, TTL and MACs aside.
+    check_forwarded_v4_macs(&run.frame, &inner, R5, POD);
+    assert_eq!(
+        run.frame[14 + 20 + 16..14 + 20 + 18],
+        inner[14 + 20 + 16..14 + 20 + 18]
+    );
+
+    // A flipped bit in the headers the outer checksum covers is still corruption: dropped.
+    // (With local checksum offload the outer checksum cannot protect the inner payload: the
+    // completed inner checksum makes the segment's sum whatever its bytes; Linux accepts
+    // such packets unverified from a veth as well.)
+    let mut corrupt = outer.clone();
+    corrupt[14 + 20] ^= 0x01;
+    decap_drop(&corrupt, DropReason::VxlanBadChecksum);
+}

@@ -160,6 +160,33 @@ fn make_room(packet: &mut Packet<'_>) -> Result<(), DropReason> {
     Ok(())
 }
 
+/// Completes a partial TCP/UDP checksum of an inner frame; returns the checksum field's
+/// value before and after, or `None` if it had none to complete (or does not parse).
+fn complete_inner_partial(port: &Port, inner: &mut [u8]) -> Option<(u16, u16)> {
+    let mut m = Meta::default();
+    if inner.len() < ETHERNET_HEADER_LEN {
+        return None;
+    }
+    let parsed = match u16::from_be_bytes([inner[12], inner[13]]) {
+        0x0800 => super::ipv4::parse(port, inner, &mut m),
+        0x86dd => super::ipv6::parse(port, inner, false, &mut m),
+        _ => return None,
+    };
+    parsed.ok()?;
+    let field = m.l4 as usize
+        + match IpProtocol::from(m.key.protocol) {
+            IpProtocol::Tcp => 16,
+            IpProtocol::Udp => 6,
+            _ => return None,
+        };
+    let read = |inner: &[u8]| u16::from_be_bytes([inner[field], inner[field + 1]]);
+    let before = read(inner);
+    if !super::offload::complete_partial_checksum(inner, &m) {
+        return None;
+    }
+    Some((before, read(inner)))
+}
+
 /// A VXLAN next hop with its tunnel, resolved from the tables.
 struct TunnelHop<'t> {
     tunnel: &'t Port,
@@ -228,10 +255,25 @@ impl Pipeline {
         let dst = Ipv4Addr::from(m.key.dst as u32);
         if frame[l4 + 6..l4 + 8] != [0, 0] {
             let pseudo = checksum::pseudo_header_v4(&src, &dst, IpProtocol::Udp, udp_len as u32);
-            if checksum::add(pseudo, checksum::sum(&frame[l4..end])) != 0xffff {
-                return Err(DropReason::VxlanBadChecksum);
+            let total = checksum::add(pseudo, checksum::sum(&frame[l4..end]));
+            if total != 0xffff {
+                // Local checksum offload: a Linux sender (its vxlan devices checksum by
+                // default) whose inner segment still has a partial checksum, as over a veth,
+                // computes the outer checksum for the inner one completed. Complete it as the
+                // sender's NIC would have, then check again: the field sits at an even offset
+                // of the datagram, so the new sum is the old one with one word replaced.
+                let inner = l4 + 8 + VXLAN_HEADER_LEN;
+                let port = tables.port(packet.in_port).ok_or(DropReason::PortUnknown)?;
+                let completed = complete_inner_partial(port, &mut packet.frame_mut()[inner..end]);
+                let valid = completed.is_some_and(|(before, after)| {
+                    checksum::add(checksum::add(total, !before), after) == 0xffff
+                });
+                if !valid {
+                    return Err(DropReason::VxlanBadChecksum);
+                }
             }
         }
+        let frame = packet.frame();
         let vxlan = &frame[l4 + 8..l4 + 8 + VXLAN_HEADER_LEN];
         if vxlan[0] != FLAG_I || vxlan[1..4] != [0, 0, 0] || vxlan[7] != 0 {
             return Err(DropReason::VxlanBadFlags);

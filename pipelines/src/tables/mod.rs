@@ -225,7 +225,8 @@ pub struct VxlanParams {
     pub ttl: u8,
     /// Outer DF bit.
     pub df: DfPolicy,
-    /// Compute the outer UDP checksum (RFC 7348 allows zero; Linux sends zero by default).
+    /// Compute the outer UDP checksum (RFC 7348: it SHOULD be zero, and a receiver MUST
+    /// accept zero; Linux vxlan devices compute it by default).
     pub udp_checksum: bool,
 }
 
