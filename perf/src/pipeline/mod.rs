@@ -5,7 +5,8 @@
 //! - `vrf-small`: table memory of small VRFs ([`vrf`]);
 //! - `slow-path`: the whole pipeline with every packet missing the flow cache ([`traffic`]);
 //! - `flow-hit-1`, `flow-hit-10k`, `flow-hit-1m`: the flow-cache hit path ([`traffic`]);
-//! - `vxlan-encap`, `vxlan-decap`: overlay traffic on the flow-cache hit path ([`overlay`]).
+//! - `vxlan-encap`, `vxlan-decap`, `vxlan-decap-csum`: overlay traffic on the flow-cache hit
+//!   path ([`overlay`]).
 //!
 //! Each scenario prints one line (or one JSON object): the median ns/packet over the runs,
 //! Mpps on one core, table memory and, where relevant, flow-cache memory, stage statistics and
@@ -88,6 +89,9 @@ enum Scenario {
     /// VXLAN decapsulation then the hit path, 1024 flows.
     #[value(name = "vxlan-decap")]
     VxlanDecap,
+    /// VXLAN decapsulation with a verified outer UDP checksum, 1024 flows.
+    #[value(name = "vxlan-decap-csum")]
+    VxlanDecapCsum,
 }
 
 /// Run parameters shared by the scenarios.
@@ -180,8 +184,11 @@ fn run_one(
         Scenario::FlowHit1 => traffic::flow_hit("flow-hit-1", 1, settings, clock_ns),
         Scenario::FlowHit10k => traffic::flow_hit("flow-hit-10k", 10_000, settings, clock_ns),
         Scenario::FlowHit1m => traffic::flow_hit("flow-hit-1m", 1_000_000, settings, clock_ns),
-        Scenario::VxlanEncap => overlay::run("vxlan-encap", true, settings, clock_ns),
-        Scenario::VxlanDecap => overlay::run("vxlan-decap", false, settings, clock_ns),
+        Scenario::VxlanEncap => overlay::run("vxlan-encap", true, false, settings, clock_ns),
+        Scenario::VxlanDecap => overlay::run("vxlan-decap", false, false, settings, clock_ns),
+        Scenario::VxlanDecapCsum => {
+            overlay::run("vxlan-decap-csum", false, true, settings, clock_ns)
+        }
     };
     result.map_err(|e| format!("scenario {}: {e}", scenario_name(scenario)))
 }

@@ -10,7 +10,10 @@
 //! - `vxlan-encap`: 64-byte UDP frames from pods to 10.244.2.0/24, 1024 flows, every packet a
 //!   flow-cache hit that is rewritten and gets 50 bytes of outer headers (114 bytes leave).
 //! - `vxlan-decap`: 114-byte VXLAN frames from the peer VTEP carrying 64-byte frames to the
-//!   pods, 1024 inner flows: outer checks and strip (vxlan-input), then a flow-cache hit.
+//!   pods, 1024 inner flows: outer checks and strip (vxlan-input), then a flow-cache hit. The
+//!   outer UDP checksum is zero (RFC 7348's recommendation).
+//! - `vxlan-decap-csum`: the same with the outer UDP checksum computed, as a Linux peer sends
+//!   by default: decap verifies it (one pass over the datagram).
 //!
 //! Frames change size and offset, so unlike `flow-hit-*` each batch is restored from a
 //! pristine copy before it is processed; the restore is outside the timed region (each
@@ -171,7 +174,7 @@ fn inner_frame(
 }
 
 /// The frame of flow `index` as the scenario receives it.
-fn received_frame(encap: bool, index: usize) -> Vec<u8> {
+fn received_frame(encap: bool, outer_checksum: bool, index: usize) -> Vec<u8> {
     let src_port = 1024 + (index / PODS) as u16;
     if encap {
         return inner_frame(
@@ -199,9 +202,11 @@ fn received_frame(encap: bool, index: usize) -> Vec<u8> {
     builder
         .write(&mut frame, &vxlan)
         .expect("writing into a Vec cannot fail");
-    // A zero outer UDP checksum, as RFC 7348 recommends (a Linux peer created with
-    // `noudpcsum`; by default it computes one, which decap then verifies).
-    frame[40..42].copy_from_slice(&[0, 0]);
+    // etherparse computed the outer UDP checksum; zero means none (RFC 7348's
+    // recommendation, a Linux peer created with `noudpcsum`).
+    if !outer_checksum {
+        frame[40..42].copy_from_slice(&[0, 0]);
+    }
     frame
 }
 
@@ -254,10 +259,12 @@ fn check_frame(encap: bool, frame: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `vxlan-encap` (`encap`) or `vxlan-decap`.
+/// Runs `vxlan-encap` (`encap`) or `vxlan-decap` (with a computed outer checksum if
+/// `outer_checksum`).
 pub fn run(
     name: &'static str,
     encap: bool,
+    outer_checksum: bool,
     settings: &Settings,
     clock_ns: f64,
 ) -> Result<ScenarioResult, String> {
@@ -269,7 +276,9 @@ pub fn run(
         ..PipelineConfig::default()
     };
     let mut pipeline = Pipeline::new(config);
-    let frames: Vec<Vec<u8>> = (0..FLOWS).map(|i| received_frame(encap, i)).collect();
+    let frames: Vec<Vec<u8>> = (0..FLOWS)
+        .map(|i| received_frame(encap, outer_checksum, i))
+        .collect();
     let mut buffers = vec![0u8; FLOWS * SLOT];
     let (in_port, out_port) = if encap {
         (POD_PORT, UPLINK)
