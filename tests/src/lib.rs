@@ -52,6 +52,7 @@
 //! ```
 
 mod bins;
+mod capture;
 mod cmd;
 mod lab;
 mod node;
@@ -63,13 +64,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use bins::binary_path;
+pub use capture::{parse_vxlan_capture, tcpdump, Capture, UdpChecksum, VxlanPacket};
 pub use cmd::{Error, Result, DEFAULT_TIMEOUT};
 pub use lab::{cleanup_stale, list_netns, state_dir, Lab, Netns};
 pub use node::{CtlOutput, Node};
 pub use process::LabProcess;
 pub use traffic::{
-    iperf3_client, iperf3_server, parse_iperf3_json, parse_ping, ping, ping_with, IperfOptions,
-    IperfResult, PingOptions, PingResult,
+    iperf3_client, iperf3_server, iperf3_server_on, parse_iperf3_json, parse_ping, ping, ping_with,
+    IperfOptions, IperfResult, PingOptions, PingResult,
 };
 
 /// True if the process runs as root (euid 0). Otherwise: panics when `CI` is set, else prints

@@ -214,6 +214,9 @@ pub struct IperfOptions {
     pub reverse: bool,
     /// Parallel streams (`-P`); 1 by default.
     pub parallel: u32,
+    /// CPU the client runs on (`-A N`, iperf3's own affinity option); unpinned by default.
+    /// On a 2-vCPU machine, keeps the generator off the dataplane's CPU.
+    pub cpu: Option<u32>,
 }
 
 impl Default for IperfOptions {
@@ -225,6 +228,7 @@ impl Default for IperfOptions {
             length: None,
             reverse: false,
             parallel: 1,
+            cpu: None,
         }
     }
 }
@@ -255,8 +259,18 @@ pub struct IperfResult {
 /// limit; the error carries the server's stderr). It exits after one test and is stopped when
 /// the handle or the lab drops.
 pub fn iperf3_server(ns: &Netns, port: u16) -> Result<LabProcess> {
+    iperf3_server_on(ns, port, None)
+}
+
+/// [`iperf3_server`] pinned to `cpu` (`-A N`) when given.
+pub fn iperf3_server_on(ns: &Netns, port: u16, cpu: Option<u32>) -> Result<LabProcess> {
     let port_text = port.to_string();
-    let server = ns.spawn("iperf3", &["-s", "-1", "-p", &port_text])?;
+    let cpu_text = cpu.map(|c| c.to_string());
+    let mut args = vec!["-s", "-1", "-p", &port_text];
+    if let Some(cpu) = &cpu_text {
+        args.extend(["-A", cpu.as_str()]);
+    }
+    let server = ns.spawn("iperf3", &args)?;
     // iperf3 always listens on TCP (its control connection), also for UDP tests.
     if let Err(e) = ns.wait_listening(port, false, Duration::from_secs(5)) {
         let status = server.try_wait();
@@ -303,6 +317,10 @@ pub fn iperf3_client(
     let parallel = options.parallel.to_string();
     if options.parallel > 1 {
         args.extend(["-P", parallel.as_str()]);
+    }
+    let cpu = options.cpu.map(|c| c.to_string());
+    if let Some(cpu) = &cpu {
+        args.extend(["-A", cpu.as_str()]);
     }
 
     let limit = Duration::from_secs(u64::from(options.seconds) + 20);
