@@ -272,6 +272,12 @@ impl Worker {
                     IdleMode::Adaptive => {
                         if now.duration_since(last_work) >= ADAPTIVE_SPIN {
                             self.sleep();
+                        } else {
+                            // Spinning on a shared core: let whatever else is runnable there
+                            // (another node's worker, the kernel's threads) run now rather
+                            // than at the end of our time slice, milliseconds later, which
+                            // is what their packets would wait.
+                            std::thread::yield_now();
                         }
                     }
                 }
