@@ -18,9 +18,11 @@
 //! is shown by its next hop; removing an address does not remove static routes via gateways
 //! on that subnet (the kernel does); they keep forwarding while the neighbor resolves.
 
+pub mod nat;
 mod neighbor;
 mod nexthop;
 
+pub use nat::{Backend, Frontend, L4Protocol, Service, ServiceKey, SnatKey, SnatRule};
 pub use neighbor::{Neighbor, NeighborKind, NeighborTable};
 pub use nexthop::{NextHop, NextHopTable};
 
@@ -29,6 +31,7 @@ use crate::ids::{NextHopId, PortId, VrfId};
 use crate::lpm::{Ipv4Lpm, Ipv4Prefix, Ipv6Lpm, Ipv6Prefix, LpmError};
 use crate::wire::EthernetAddress;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -512,6 +515,26 @@ pub enum TableOp {
         /// Neighbor address.
         ip: IpAddr,
     },
+    /// Adds or replaces a source NAT rule (same VRF, source prefix and egress port).
+    AddSnat {
+        /// The rule.
+        rule: SnatRule,
+    },
+    /// Deletes a source NAT rule.
+    DelSnat {
+        /// Its identity.
+        key: SnatKey,
+    },
+    /// Adds or replaces a Service (same VRF, frontend and protocol).
+    AddService {
+        /// The Service.
+        service: Service,
+    },
+    /// Deletes a Service.
+    DelService {
+        /// Its identity.
+        key: ServiceKey,
+    },
     /// Records a neighbor learned from ARP/ND at time `now_ns`. Never overrides a static one;
     /// refreshing with the same MAC does not change forwarding (no generation bump).
     LearnNeighbor {
@@ -682,6 +705,41 @@ pub enum TableError {
     /// Bad remote VTEP.
     #[error("remote VTEP {0} is not a unicast IPv4 address")]
     BadRemoteVtep(Ipv4Addr),
+    /// Bad NAT port range.
+    #[error("port range {0}-{1} is empty or starts at 0")]
+    BadPortRange(u16, u16),
+    /// Bad NAT address (translated source, virtual IP or backend).
+    #[error("{0} cannot be used here (not unicast, or of the wrong family)")]
+    BadNatAddress(IpAddr),
+    /// The SNAT address is not the egress port's.
+    #[error("SNAT address {addr} is not an address of port {port}")]
+    SnatAddressNotOnPort {
+        /// The address.
+        addr: IpAddr,
+        /// The port.
+        port: String,
+    },
+    /// Bad Service or backend port.
+    #[error("port {0} is not a valid Service or backend port")]
+    BadServicePort(u16),
+    /// Too many backends.
+    #[error("{0} backends (max {max})", max = nat::MAX_BACKENDS)]
+    TooManyBackends(usize),
+    /// Zero weight.
+    #[error("backend {0} port {1}: weight must be 1-65535")]
+    BadWeight(IpAddr, u16),
+    /// Duplicate backend.
+    #[error("backend {0} port {1} is listed twice")]
+    DuplicateBackend(IpAddr, u16),
+    /// Zero affinity timeout.
+    #[error("client-IP affinity needs a timeout of at least 1 s")]
+    BadAffinity,
+    /// SNAT rule absent.
+    #[error("no SNAT rule for {source} out of port {port} in VRF {vrf}", source = .0.source, port = .0.out_port, vrf = .0.vrf)]
+    NoSuchSnat(SnatKey),
+    /// Service absent.
+    #[error("no service {frontend}/{protocol} in VRF {vrf}", frontend = .0.frontend, protocol = .0.protocol, vrf = .0.vrf)]
+    NoSuchService(ServiceKey),
     /// Neighbor absent.
     #[error("no neighbor {ip} on port {port}")]
     NoSuchNeighbor {
@@ -721,6 +779,10 @@ enum Mutation {
     RemoveRoute(VrfId, IpPrefix),
     SetNeighbor(PortId, IpAddr, Neighbor),
     RemoveNeighbor(PortId, IpAddr),
+    /// Set (Some) or remove (None) an SNAT rule.
+    SetSnat(SnatKey, Option<Box<SnatRule>>),
+    /// Set (Some) or remove (None) a Service.
+    SetService(ServiceKey, Option<Box<Service>>),
 }
 
 /// All tables of the dataplane, one generation.
@@ -736,6 +798,10 @@ pub struct Tables {
     tunnels: Vec<(PortId, u32)>,
     /// Local VTEP addresses with their uplinks.
     vteps: Vec<(VrfId, Ipv4Addr)>,
+    /// Source NAT rules, by identity.
+    snat: BTreeMap<SnatKey, SnatRule>,
+    /// Services, by identity.
+    services: BTreeMap<ServiceKey, Service>,
 }
 
 impl Default for Tables {
@@ -756,6 +822,8 @@ impl Tables {
             neighbors: NeighborTable::new(),
             tunnels: Vec::new(),
             vteps: Vec::new(),
+            snat: BTreeMap::new(),
+            services: BTreeMap::new(),
         }
     }
 
@@ -819,6 +887,30 @@ impl Tables {
     #[inline]
     pub fn neighbors(&self) -> &NeighborTable {
         &self.neighbors
+    }
+
+    /// Source NAT rules in identity order.
+    pub fn snat_rules(&self) -> impl Iterator<Item = &SnatRule> + '_ {
+        self.snat.values()
+    }
+
+    /// The SNAT rule for a connection from `src` leaving through `out_port`: the one with
+    /// the longest matching source prefix.
+    pub fn snat_for(&self, out_port: PortId, src: IpAddr) -> Option<&SnatRule> {
+        self.snat
+            .values()
+            .filter(|r| r.out_port == out_port && r.source.contains(src))
+            .max_by_key(|r| r.source.prefix_len())
+    }
+
+    /// Services in identity order.
+    pub fn services(&self) -> impl Iterator<Item = &Service> + '_ {
+        self.services.values()
+    }
+
+    /// A Service by identity.
+    pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
+        self.services.get(key)
     }
 
     /// Routes of a VRF as (prefix, next hop), IPv4 first, in prefix order.
@@ -895,6 +987,15 @@ impl Tables {
                 }
                 for (prefix, _) in self.routes(*vrf) {
                     self.record(Mutation::RemoveRoute(*vrf, prefix), undo);
+                }
+                let services: Vec<ServiceKey> = self
+                    .services
+                    .keys()
+                    .filter(|k| k.vrf == *vrf)
+                    .copied()
+                    .collect();
+                for key in services {
+                    self.record(Mutation::SetService(key, None), undo);
                 }
                 self.record(Mutation::RemoveVrf(*vrf), undo);
                 Ok(true)
@@ -984,6 +1085,15 @@ impl Tables {
                 for ip in neighbors {
                     self.record(Mutation::RemoveNeighbor(*id, ip), undo);
                 }
+                let rules: Vec<SnatKey> = self
+                    .snat
+                    .keys()
+                    .filter(|k| k.out_port == *id)
+                    .copied()
+                    .collect();
+                for key in rules {
+                    self.record(Mutation::SetSnat(key, None), undo);
+                }
                 self.record(Mutation::RemovePort(*id), undo);
                 Ok(true)
             }
@@ -1070,6 +1180,50 @@ impl Tables {
                     });
                 }
                 self.record(Mutation::RemoveNeighbor(*port, *ip), undo);
+                Ok(true)
+            }
+            TableOp::AddSnat { rule } => {
+                nat::validate_snat(rule)?;
+                self.check_port_in_vrf(rule.out_port, rule.vrf)?;
+                self.check_ethernet(rule.out_port)?;
+                if let Some(to) = rule.to {
+                    let port = self
+                        .port(rule.out_port)
+                        .ok_or(TableError::UnknownPort(rule.out_port))?;
+                    if !port.addresses.iter().any(|a| a.addr == to) {
+                        return Err(TableError::SnatAddressNotOnPort {
+                            addr: to,
+                            port: port.name.clone(),
+                        });
+                    }
+                }
+                self.record(
+                    Mutation::SetSnat(rule.key(), Some(Box::new(rule.clone()))),
+                    undo,
+                );
+                Ok(true)
+            }
+            TableOp::DelSnat { key } => {
+                if !self.snat.contains_key(key) {
+                    return Err(TableError::NoSuchSnat(*key));
+                }
+                self.record(Mutation::SetSnat(*key, None), undo);
+                Ok(true)
+            }
+            TableOp::AddService { service } => {
+                nat::validate_service(service)?;
+                self.ensure_vrf(service.key.vrf, undo)?;
+                self.record(
+                    Mutation::SetService(service.key, Some(Box::new(service.clone()))),
+                    undo,
+                );
+                Ok(true)
+            }
+            TableOp::DelService { key } => {
+                if !self.services.contains_key(key) {
+                    return Err(TableError::NoSuchService(*key));
+                }
+                self.record(Mutation::SetService(*key, None), undo);
                 Ok(true)
             }
             TableOp::LearnNeighbor {
@@ -1618,6 +1772,20 @@ impl Tables {
             Mutation::RemoveNeighbor(port, ip) => {
                 let previous = self.neighbors.remove(port, ip)?;
                 Some(Mutation::SetNeighbor(port, ip, previous))
+            }
+            Mutation::SetSnat(key, rule) => {
+                let previous = match rule {
+                    Some(rule) => self.snat.insert(key, *rule),
+                    None => Some(self.snat.remove(&key)?),
+                };
+                Some(Mutation::SetSnat(key, previous.map(Box::new)))
+            }
+            Mutation::SetService(key, service) => {
+                let previous = match service {
+                    Some(service) => self.services.insert(key, *service),
+                    None => Some(self.services.remove(&key)?),
+                };
+                Some(Mutation::SetService(key, previous.map(Box::new)))
             }
         }
     }
