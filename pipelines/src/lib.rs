@@ -3,12 +3,14 @@
 //! is unit- and property-tested, and is benchmarked by `vrouter-perf pipeline`.
 #![forbid(unsafe_code)]
 
+pub mod conntrack;
 pub mod counters;
 pub mod drop;
 pub mod flow;
 pub mod hash;
 pub mod ids;
 pub mod lpm;
+pub mod maglev;
 pub mod pipeline;
 pub mod tables;
 pub mod wire;

@@ -3,10 +3,14 @@
 //! Scenarios (run in this order, all by default):
 //! - `lpm-10`, `lpm-10k`, `lpm-1m`: IPv4 route lookup alone ([`lpm`]);
 //! - `vrf-small`: table memory of small VRFs ([`vrf`]);
+//! - `maglev-lookup`, `maglev-build`: Service backend choice by Maglev hashing, lookup and
+//!   table build ([`maglev`]);
 //! - `slow-path`: the whole pipeline with every packet missing the flow cache ([`traffic`]);
 //! - `flow-hit-1`, `flow-hit-10k`, `flow-hit-1m`: the flow-cache hit path ([`traffic`]);
 //! - `vxlan-encap`, `vxlan-decap`, `vxlan-decap-csum`: overlay traffic on the flow-cache hit
-//!   path ([`overlay`]).
+//!   path ([`overlay`]);
+//! - `conntrack-hit`, `conntrack-setup`, `conntrack-1m`: the connection table's hit path, new
+//!   connections per second with port allocation, memory of 1M connections ([`conntrack`]).
 //!
 //! Each scenario prints one line (or one JSON object): the median ns/packet over the runs,
 //! Mpps on one core, table memory and, where relevant, flow-cache memory, stage statistics and
@@ -16,8 +20,10 @@
 //!
 //! Run it pinned: `taskset -c 1 vrouter-perf pipeline` (or `--cpu 1`).
 
+mod conntrack;
 mod gen;
 mod lpm;
+mod maglev;
 mod overlay;
 mod report;
 mod traffic;
@@ -71,6 +77,12 @@ enum Scenario {
     /// Memory of one small VRF (10 routes) and of 1000 of them.
     #[value(name = "vrf-small")]
     VrfSmall,
+    /// Maglev backend choice: lookups, 100 backends.
+    #[value(name = "maglev-lookup")]
+    MaglevLookup,
+    /// Maglev table build: 10, 100, 1000 backends, weighted.
+    #[value(name = "maglev-build")]
+    MaglevBuild,
     /// Full pipeline, every packet a flow-cache miss.
     #[value(name = "slow-path")]
     SlowPath,
@@ -92,6 +104,15 @@ enum Scenario {
     /// VXLAN decapsulation with a verified outer UDP checksum, 1024 flows.
     #[value(name = "vxlan-decap-csum")]
     VxlanDecapCsum,
+    /// Connection table hit path (lookup + update + NAT tuple), 100,000 connections.
+    #[value(name = "conntrack-hit")]
+    ConntrackHit,
+    /// New connections: lookup miss + SNAT port allocation + create, steady state.
+    #[value(name = "conntrack-setup")]
+    ConntrackSetup,
+    /// Connection table memory with 1,000,000 connections (and its hit path).
+    #[value(name = "conntrack-1m")]
+    Conntrack1m,
 }
 
 /// Run parameters shared by the scenarios.
@@ -180,6 +201,8 @@ fn run_one(
         Scenario::Lpm10k => lpm::run("lpm-10k", 10_000, settings),
         Scenario::Lpm1m => lpm::run("lpm-1m", 1_000_000, settings),
         Scenario::VrfSmall => vrf::run(),
+        Scenario::MaglevLookup => maglev::lookup(settings),
+        Scenario::MaglevBuild => maglev::build(settings),
         Scenario::SlowPath => traffic::slow_path(settings, clock_ns),
         Scenario::FlowHit1 => traffic::flow_hit("flow-hit-1", 1, settings, clock_ns),
         Scenario::FlowHit10k => traffic::flow_hit("flow-hit-10k", 10_000, settings, clock_ns),
@@ -189,6 +212,9 @@ fn run_one(
         Scenario::VxlanDecapCsum => {
             overlay::run("vxlan-decap-csum", false, true, settings, clock_ns)
         }
+        Scenario::ConntrackHit => conntrack::hit(settings),
+        Scenario::ConntrackSetup => conntrack::setup(settings),
+        Scenario::Conntrack1m => conntrack::million(settings),
     };
     result.map_err(|e| format!("scenario {}: {e}", scenario_name(scenario)))
 }

@@ -17,6 +17,18 @@ pub struct StageFigure {
     pub packets_per_call: f64,
 }
 
+/// A figure particular to one scenario (e.g. `build-1000` `640.2` `us`), printed after the
+/// common ones.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    /// What is measured.
+    pub name: String,
+    /// The measured value.
+    pub value: f64,
+    /// Its unit (`us`, `ns`, `%`), or empty for a count (printed without decimals).
+    pub unit: &'static str,
+}
+
 /// A target from the project's brief and whether the measurement meets it.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetCheck {
@@ -140,6 +152,9 @@ pub struct ScenarioResult {
     /// Targets from the brief.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetCheck>,
+    /// Figures particular to the scenario.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
 }
 
 impl ScenarioResult {
@@ -225,6 +240,17 @@ impl ScenarioResult {
                 share * 100.0,
                 self.best_ns_per_packet.unwrap_or(0.0)
             );
+        }
+        for figure in &self.figures {
+            if figure.unit.is_empty() {
+                let _ = write!(line, "  {} {:.0}", figure.name, figure.value);
+            } else {
+                let _ = write!(
+                    line,
+                    "  {} {:.1} {}",
+                    figure.name, figure.value, figure.unit
+                );
+            }
         }
         for target in &self.targets {
             let _ = write!(
