@@ -843,3 +843,20 @@ fn ttl_one_to_the_router_is_accepted() {
     let run = lab.send(0, &request);
     check_echo_reply(&run, &request, router_v4(0));
 }
+
+#[test]
+fn bytes_after_the_ip_packet_are_not_forwarded() {
+    // Ethernet padding (or junk) behind the IP packet: Linux trims it on receive; so do we,
+    // on the first packet and on the cached path, so a frame never grows past the IP length.
+    let mut lab = Lab::new();
+    let frame = from_h0_udp([192, 168, 5, 5], 64, PAYLOAD);
+    let mut padded = frame.clone();
+    padded.extend_from_slice(&[0xee; 30]);
+    for _ in 0..2 {
+        let run = lab.send(0, &padded);
+        assert_eq!(run.verdict, Verdict::Transmit(PortId(1)));
+        assert_eq!(run.frame.len(), frame.len());
+        check_forwarded_v4(&run.frame, &frame, 1, N[1]);
+    }
+    assert_eq!(lab.pipeline.counters().flow.hits, 1);
+}

@@ -1644,3 +1644,26 @@ fn outer_checksum_over_a_partial_inner_checksum_is_accepted_and_the_inner_one_co
     corrupt[14 + 20] ^= 0x01;
     decap_drop(&corrupt, DropReason::VxlanBadChecksum);
 }
+
+#[test]
+fn inner_frames_larger_than_the_tunnel_mtu_are_routed_not_dropped() {
+    // A peer whose overlay MTU is larger than ours (ours set to 1400 here): what comes out of
+    // the tunnel is not limited by the tunnel's MTU, as on Linux; the pod port's 1500 applies.
+    let mut lab = Lab::vxlan();
+    lab.apply(&[TableOp::SetPortMtu {
+        id: PortId(TUNNEL),
+        mtu: 1400,
+    }]);
+    let inner = udp4(
+        REMOTE_MAC,
+        TUNNEL_MAC,
+        REMOTE_POD_V4,
+        POD_V4,
+        64,
+        &vec![0x42; 1450 - 28],
+    );
+    let run = lab.send(1, &from_remote_vtep(&inner));
+    assert_eq!(run.verdict, Verdict::Transmit(PortId(P5)));
+    assert_eq!(run.frame.len(), inner.len());
+    lab.assert_drops(&[]);
+}

@@ -322,3 +322,60 @@ fn a_failed_batch_restores_nat_configuration() {
     assert_eq!(tables.services().cloned().collect::<Vec<_>>(), services);
     assert!(tables.port(UPLINK).is_some());
 }
+
+#[test]
+fn a_tunnel_host_address_may_sit_inside_a_pod_subnet() {
+    // flannel's layout: 10.244.1.0/32 on the tunnel, 10.244.1.1/24 on the pods' port.
+    let mut tables = tables();
+    tables
+        .apply_batch(&[TableOp::AddVxlan {
+            id: PortId(2),
+            name: "vxlan1".into(),
+            mac: EthernetAddress([0x02, 0, 0, 0, 0, 3]),
+            mtu: None,
+            vrf: VrfId(0),
+            params: VxlanParams {
+                vni: 1,
+                local: Ipv4Addr::new(192, 168, 1, 10),
+                uplink: UPLINK,
+                ttl: 64,
+                df: Default::default(),
+                udp_checksum: false,
+            },
+        }])
+        .expect("tunnel");
+    let on_tunnel = |addr, prefix_len| TableOp::AddAddress {
+        port: PortId(2),
+        address: InterfaceAddress { addr, prefix_len },
+    };
+    tables
+        .apply_batch(&[on_tunnel(v4(10, 244, 1, 0), 32)])
+        .expect("flannel's /32 inside the pod /24");
+    let vrf = tables.vrf(VrfId(0)).expect("vrf 0");
+    assert_eq!(
+        tables.next_hop(vrf.lookup(v4(10, 244, 1, 0)).expect("route")),
+        Some(&pipelines::tables::NextHop::Receive)
+    );
+    assert!(matches!(
+        tables.next_hop(vrf.lookup(v4(10, 244, 1, 7)).expect("route")),
+        Some(pipelines::tables::NextHop::Connected { port: POD })
+    ));
+    // Still one owner per address, and a non-host address on a pod subnet still overlaps.
+    assert!(matches!(
+        error(&mut tables, &[on_tunnel(v4(10, 244, 1, 1), 32)]),
+        TableError::AddressExists { .. }
+    ));
+    assert!(matches!(
+        error(
+            &mut tables,
+            &[TableOp::AddAddress {
+                port: UPLINK,
+                address: InterfaceAddress {
+                    addr: v4(10, 244, 1, 200),
+                    prefix_len: 25,
+                },
+            }]
+        ),
+        TableError::OverlappingAddress { .. }
+    ));
+}

@@ -611,6 +611,9 @@ impl Pipeline {
             }
             Ok(EthernetClass::Ipv4) => match ipv4::parse(port, packet.frame(), m) {
                 Ok(()) => {
+                    // Bytes after the IP packet (Ethernet padding, or junk) are not part of
+                    // it: never forwarded, as Linux trims them on receive.
+                    packet.len = m.l3 as usize + m.ip_len as usize;
                     if offload::complete_partial_checksum(packet.frame_mut(), m) {
                         self.counters.checksums_completed += 1;
                     }
@@ -628,6 +631,7 @@ impl Pipeline {
             Ok(EthernetClass::Ipv6 { multicast_dst }) => {
                 match ipv6::parse(port, packet.frame(), multicast_dst, m) {
                     Ok(()) => {
+                        packet.len = m.l3 as usize + m.ip_len as usize;
                         if offload::complete_partial_checksum(packet.frame_mut(), m) {
                             self.counters.checksums_completed += 1;
                         }
@@ -652,7 +656,10 @@ fn classify_ethernet(port: &Port, frame: &[u8]) -> Result<EthernetClass, DropRea
     if frame.len() < ETHERNET_HEADER_LEN {
         return Err(DropReason::EthernetTruncated);
     }
-    if frame.len() > port.mtu as usize + ETHERNET_HEADER_LEN {
+    // What comes out of a tunnel is not limited by the tunnel's MTU (the sender's may be
+    // larger; Linux does not check either): routing applies the egress MTU.
+    let tunnel = matches!(port.kind, PortKind::Vxlan(_));
+    if frame.len() > port.mtu as usize + ETHERNET_HEADER_LEN && !tunnel {
         return Err(DropReason::FrameTooLong);
     }
     let dst = mac_at(frame, 0);
@@ -663,7 +670,7 @@ fn classify_ethernet(port: &Port, frame: &[u8]) -> Result<EthernetClass, DropRea
     let ethertype = EtherType::from(u16::from_be_bytes([frame[12], frame[13]]));
     // A tunnel is a point-to-point link between routers: whatever unicast MAC the remote
     // end wrote (a Linux peer writes ours, another vrouter may write its own) is for us.
-    let for_port = dst == port.mac || (matches!(port.kind, PortKind::Vxlan(_)) && dst.is_unicast());
+    let for_port = dst == port.mac || (tunnel && dst.is_unicast());
     match ethertype {
         EtherType::Ipv4 if for_port => Ok(EthernetClass::Ipv4),
         EtherType::Ipv6 if for_port => Ok(EthernetClass::Ipv6 {

@@ -1321,7 +1321,17 @@ impl Tables {
                         port: other.name.clone(),
                     });
                 }
-                if other.vrf == vrf && other.id != port_id {
+                // A tunnel's host address may sit inside another port's subnet: flannel puts
+                // 10.244.N.0/32 on flannel.1 while the pods' 10.244.N.0/24 is on the bridge.
+                // Its receive route is more specific than the connected one; no link shares it.
+                let tunnel_host = |p: &Port, a: &InterfaceAddress| {
+                    p.vxlan().is_some() && a.subnet() == Some(IpPrefix::host(a.addr))
+                };
+                if other.vrf == vrf
+                    && other.id != port_id
+                    && !tunnel_host(port, &address)
+                    && !tunnel_host(other, existing)
+                {
                     if let Some(other_subnet) = existing.subnet() {
                         if other_subnet.overlaps(&subnet) {
                             return Err(TableError::OverlappingAddress {
