@@ -426,6 +426,7 @@ impl Pipeline {
                         match action.encap {
                             None => {
                                 rewrite(packet.frame_mut(), m, &action);
+                                trim(packet, m);
                                 self.transmit(&mut verdicts[i], action.port(), packet.len);
                             }
                             Some(next_hop) => {
@@ -611,9 +612,6 @@ impl Pipeline {
             }
             Ok(EthernetClass::Ipv4) => match ipv4::parse(port, packet.frame(), m) {
                 Ok(()) => {
-                    // Bytes after the IP packet (Ethernet padding, or junk) are not part of
-                    // it: never forwarded, as Linux trims them on receive.
-                    packet.len = m.l3 as usize + m.ip_len as usize;
                     if offload::complete_partial_checksum(packet.frame_mut(), m) {
                         self.counters.checksums_completed += 1;
                     }
@@ -631,7 +629,6 @@ impl Pipeline {
             Ok(EthernetClass::Ipv6 { multicast_dst }) => {
                 match ipv6::parse(port, packet.frame(), multicast_dst, m) {
                     Ok(()) => {
-                        packet.len = m.l3 as usize + m.ip_len as usize;
                         if offload::complete_partial_checksum(packet.frame_mut(), m) {
                             self.counters.checksums_completed += 1;
                         }
@@ -658,8 +655,9 @@ fn classify_ethernet(port: &Port, frame: &[u8]) -> Result<EthernetClass, DropRea
     }
     // What comes out of a tunnel is not limited by the tunnel's MTU (the sender's may be
     // larger; Linux does not check either): routing applies the egress MTU.
-    let tunnel = matches!(port.kind, PortKind::Vxlan(_));
-    if frame.len() > port.mtu as usize + ETHERNET_HEADER_LEN && !tunnel {
+    if frame.len() > port.mtu as usize + ETHERNET_HEADER_LEN
+        && !matches!(port.kind, PortKind::Vxlan(_))
+    {
         return Err(DropReason::FrameTooLong);
     }
     let dst = mac_at(frame, 0);
@@ -670,7 +668,7 @@ fn classify_ethernet(port: &Port, frame: &[u8]) -> Result<EthernetClass, DropRea
     let ethertype = EtherType::from(u16::from_be_bytes([frame[12], frame[13]]));
     // A tunnel is a point-to-point link between routers: whatever unicast MAC the remote
     // end wrote (a Linux peer writes ours, another vrouter may write its own) is for us.
-    let for_port = dst == port.mac || (tunnel && dst.is_unicast());
+    let for_port = dst == port.mac || (matches!(port.kind, PortKind::Vxlan(_)) && dst.is_unicast());
     match ethertype {
         EtherType::Ipv4 if for_port => Ok(EthernetClass::Ipv4),
         EtherType::Ipv6 if for_port => Ok(EthernetClass::Ipv6 {
@@ -691,6 +689,14 @@ fn mac_at(frame: &[u8], offset: usize) -> EthernetAddress {
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&frame[offset..offset + 6]);
     EthernetAddress(mac)
+}
+
+/// Drops the bytes after the IP packet (Ethernet padding, or junk) from a forwarded frame:
+/// they are not part of the packet, and Linux trims them on receive too. Done where a frame
+/// is forwarded rather than on receive, where changing the length costs the hit path more.
+#[inline]
+fn trim(packet: &mut Packet<'_>, m: &Meta) {
+    packet.len = packet.len.min(m.l3 as usize + m.ip_len as usize);
 }
 
 /// The forwarding rewrite: TTL/hop limit minus one (IPv4 checksum updated incrementally,

@@ -133,6 +133,7 @@ impl Pipeline {
         neighbor: IpAddr,
         out: &mut Output,
     ) -> Verdict {
+        super::trim(packet, m);
         let mut action = FlowAction {
             out_port: out_port.id.0,
             mtu: out_port.mtu,
