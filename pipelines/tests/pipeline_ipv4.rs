@@ -860,3 +860,25 @@ fn bytes_after_the_ip_packet_are_not_forwarded() {
     }
     assert_eq!(lab.pipeline.counters().flow.hits, 1);
 }
+
+#[test]
+fn echo_reply_carries_no_padding() {
+    let mut lab = Lab::new();
+    let request = icmp4_echo(H0, R[0], H0_V4, router_v4(0), 64, 7, 1, b"ping");
+    let mut padded = request.clone();
+    padded.extend_from_slice(&[0; 18]);
+    let run = lab.send(0, &padded);
+    assert_eq!(run.verdict, Verdict::Transmit(PortId(0)));
+    assert_eq!(run.frame.len(), request.len());
+}
+
+#[test]
+fn a_cached_flow_whose_packet_goes_to_the_slow_path_counts_as_a_miss() {
+    let mut lab = Lab::new();
+    lab.send(0, &from_h0_udp([192, 168, 5, 5], 64, PAYLOAD));
+    // TTL 1: the cache has the flow, but the slow path answers time exceeded.
+    let run = lab.send(0, &from_h0_udp([192, 168, 5, 5], 1, PAYLOAD));
+    assert_eq!(run.verdict, Verdict::Drop(DropReason::TtlExceeded));
+    let flow = lab.pipeline.counters().flow;
+    assert_eq!((flow.hits, flow.misses), (0, 2));
+}

@@ -319,6 +319,7 @@ impl Pipeline {
                 );
                 frame[l4 + 2..l4 + 4].copy_from_slice(&updated.to_be_bytes());
                 self.counters.replied += 1;
+                super::trim(packet, m);
                 Some(Verdict::Transmit(packet.in_port))
             }
             IpProtocol::Udp | IpProtocol::Tcp => {

@@ -284,6 +284,7 @@ impl Pipeline {
                 let updated = checksum::update_u16(sum, old, new);
                 frame[l4 + 2..l4 + 4].copy_from_slice(&updated.to_be_bytes());
                 self.counters.replied += 1;
+                super::trim(packet, m);
                 Some(Verdict::Transmit(in_port))
             }
             _ => Some(Verdict::Drop(DropReason::LocalUnhandled)),

@@ -442,7 +442,13 @@ impl Pipeline {
                             }
                         }
                     }
-                    _ => {
+                    hit => {
+                        // A cached flow whose packet the cache cannot finish (TTL expiring,
+                        // over the path MTU) is a miss: the slow path decides.
+                        if matches!(hit, Lookup::Hit(..)) {
+                            self.flow.counters.hits -= 1;
+                            self.flow.counters.misses += 1;
+                        }
                         m.next = Next::Lookup;
                         waiting[Next::Lookup as usize] += 1;
                     }
