@@ -13,6 +13,7 @@ pub mod lpm;
 pub mod maglev;
 pub mod pipeline;
 pub mod tables;
+pub mod translate;
 pub mod wire;
 
 pub use counters::{Counters, Stage};
