@@ -95,6 +95,11 @@ drop_reasons! {
     VxlanBadChecksum => "vxlan-udp-checksum", "outer UDP checksum of a VXLAN packet is wrong";
     VxlanUnderlayUnreachable => "vxlan-underlay-unreachable", "no usable underlay route to the remote VTEP";
     EncapNoHeadroom => "encap-no-headroom", "no room in the packet buffer for the encapsulation headers";
+    SnatPortsExhausted => "snat-ports-exhausted", "no free source port in the SNAT rule's range for this destination";
+    SnatNoAddress => "snat-no-address", "masquerade out of a port without an address of the packet's family";
+    ConntrackFull => "conntrack-full", "connection table full (no expired, embryonic or closing connection to evict)";
+    ConntrackInvalid => "conntrack-invalid", "packet cannot open a NAT connection (a TCP packet that is not a SYN or ACK)";
+    NatFragment => "nat-fragment", "fragment of a translated connection (no reassembly)";
 }
 
 #[cfg(test)]

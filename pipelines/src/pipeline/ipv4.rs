@@ -123,7 +123,17 @@ impl Pipeline {
         let dst = Ipv4Addr::from(m.key.dst as u32);
         let (out_port, neighbor) = match self.route(tables, packet.in_port, IpAddr::V4(dst), m.hash)
         {
-            Route::Local => return None,
+            Route::Local => {
+                // The reply of a masqueraded connection: back to its source, routed again.
+                return match self.reverse_nat(packet.frame_mut(), m) {
+                    Ok(true) => {
+                        m.no_cache = true;
+                        self.ipv4_lookup(tables, packet, m, out)
+                    }
+                    Ok(false) => None,
+                    Err(reason) => Some(Verdict::Drop(reason)),
+                };
+            }
             Route::Drop(reason) => return Some(Verdict::Drop(reason)),
             Route::Tunnel { next_hop } => {
                 if m.ttl <= 1 {
@@ -150,20 +160,27 @@ impl Pipeline {
         let Some(out_port) = tables.port(out_port) else {
             return Some(Verdict::Drop(DropReason::NextHopInvalid));
         };
+        if m.ip_len > out_port.mtu && m.dont_fragment {
+            let mtu = out_port.mtu;
+            self.icmp4_error(
+                tables,
+                packet,
+                m,
+                ICMP_DEST_UNREACHABLE,
+                CODE_FRAGMENTATION_NEEDED,
+                mtu,
+                out,
+            );
+            return Some(Verdict::Drop(DropReason::FragmentationNeeded));
+        }
+        // Source NAT after the checks that answer the sender (its ICMP errors quote the packet
+        // as it sent it), before fragmentation (every fragment leaves translated).
+        match self.snat(tables, packet.frame_mut(), m, out_port) {
+            Ok(super::nat::NatOutcome::Translated) => m.no_cache = true,
+            Ok(super::nat::NatOutcome::Untouched) => {}
+            Err(reason) => return Some(Verdict::Drop(reason)),
+        }
         if m.ip_len > out_port.mtu {
-            if m.dont_fragment {
-                let mtu = out_port.mtu;
-                self.icmp4_error(
-                    tables,
-                    packet,
-                    m,
-                    ICMP_DEST_UNREACHABLE,
-                    CODE_FRAGMENTATION_NEEDED,
-                    mtu,
-                    out,
-                );
-                return Some(Verdict::Drop(DropReason::FragmentationNeeded));
-            }
             return Some(self.fragment_and_send(tables, packet, m, out_port, neighbor, out));
         }
         Some(self.forward_to(tables, packet, m, out_port, neighbor, out))

@@ -113,7 +113,17 @@ impl Pipeline {
         let dst = Ipv6Addr::from(m.key.dst);
         let (out_port, neighbor) = match self.route(tables, packet.in_port, IpAddr::V6(dst), m.hash)
         {
-            Route::Local => return None,
+            Route::Local => {
+                // The reply of a masqueraded connection: back to its source, routed again.
+                return match self.reverse_nat(packet.frame_mut(), m) {
+                    Ok(true) => {
+                        m.no_cache = true;
+                        self.ipv6_lookup(tables, packet, m, out)
+                    }
+                    Ok(false) => None,
+                    Err(reason) => Some(Verdict::Drop(reason)),
+                };
+            }
             Route::Drop(reason) => return Some(Verdict::Drop(reason)),
             Route::Tunnel { next_hop } => {
                 if is_link_local(&Ipv6Addr::from(m.key.src)) {
@@ -151,6 +161,11 @@ impl Pipeline {
             let mtu = out_port.mtu as u32;
             self.icmp6_error(tables, packet, m, ICMPV6_PACKET_TOO_BIG, 0, mtu, out);
             return Some(Verdict::Drop(DropReason::FragmentationNeeded));
+        }
+        match self.snat(tables, packet.frame_mut(), m, out_port) {
+            Ok(super::nat::NatOutcome::Translated) => m.no_cache = true,
+            Ok(super::nat::NatOutcome::Untouched) => {}
+            Err(reason) => return Some(Verdict::Drop(reason)),
         }
         Some(self.forward_to(tables, packet, m, out_port, neighbor, out))
     }

@@ -33,10 +33,15 @@
 //!   (RFC 791).
 //! - 802.1Q-tagged frames are dropped (`vlan-unexpected`): ports are untagged.
 //! - TCP to a router address gets ICMP port unreachable rather than a TCP reset.
+//! - Source NAT (module `nat`) runs in ip-lookup with the worker's connection table; translated
+//!   packets are not cached in the flow cache yet (each takes the slow path). The table's
+//!   memory (`PipelineConfig::conntrack`, 64k connections by default, ~10 MiB) is allocated
+//!   per worker up front.
 
 mod arp;
 mod ipv4;
 mod ipv6;
+mod nat;
 mod offload;
 mod ratelimit;
 mod resolve;
@@ -80,6 +85,8 @@ pub struct PipelineConfig {
     pub neighbor_pending_max: usize,
     /// Seed of the flow hash (ECMP member choice and cache index).
     pub hash_seed: u64,
+    /// The connection table (NAT).
+    pub conntrack: crate::conntrack::ConntrackConfig,
 }
 
 impl Default for PipelineConfig {
@@ -95,6 +102,10 @@ impl Default for PipelineConfig {
             neighbor_queue_total: 1024,
             neighbor_pending_max: 256,
             hash_seed: 0x5bd1_e995_1234_5678,
+            conntrack: crate::conntrack::ConntrackConfig {
+                timeouts: crate::conntrack::Timeouts::kubernetes(),
+                ..crate::conntrack::ConntrackConfig::default()
+            },
         }
     }
 }
@@ -259,6 +270,8 @@ struct Meta {
     hash: u64,
     /// Outer source (remote VTEP) of a packet that came out of a tunnel, 0 otherwise.
     tunnel_src: u32,
+    /// Translated by NAT: its decision is not cached (the flow cache has no NAT action yet).
+    no_cache: bool,
 }
 
 /// A worker's pipeline: flow cache, counters, neighbor hold queue, ICMP rate limit.
@@ -275,6 +288,7 @@ pub struct Pipeline {
     ip_ident: u16,
     icmp_suppressed: u64,
     remotes: FastMap<(PortId, Ipv4Addr), RemoteCounters>,
+    conntrack: crate::conntrack::ConnTable,
 }
 
 impl Pipeline {
@@ -291,6 +305,7 @@ impl Pipeline {
             ip_ident: 1,
             icmp_suppressed: 0,
             remotes: FastMap::default(),
+            conntrack: crate::conntrack::ConnTable::new(config.conntrack),
             config,
         }
     }
@@ -473,6 +488,20 @@ impl Pipeline {
 
         self.meta = meta;
         self.resolve_pending(tables, out);
+        self.expire_connections();
+    }
+
+    /// The connection table (NAT).
+    pub fn conntrack(&self) -> &crate::conntrack::ConnTable {
+        &self.conntrack
+    }
+
+    /// Sweeps a few slots of the connection table for expired connections (bounded work per
+    /// call, nothing when the table is empty).
+    fn expire_connections(&mut self) {
+        if !self.conntrack.is_empty() {
+            self.conntrack.expire(self.now_ms, 32);
+        }
     }
 
     /// Advances time without traffic: retries and expires neighbor resolutions.
@@ -480,6 +509,7 @@ impl Pipeline {
         self.now_ns = now_ns;
         self.now_ms = (now_ns / 1_000_000) as u32;
         self.resolve_pending(tables, out);
+        self.expire_connections();
     }
 
     /// Runs the packets waiting for `next` through their stage; returns how many the stage

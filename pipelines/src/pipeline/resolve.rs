@@ -145,14 +145,16 @@ impl Pipeline {
             Some(entry) => {
                 action.dst_mac = entry.mac;
                 rewrite(packet.frame_mut(), m, &action);
-                self.flow.insert(
-                    m.key,
-                    m.hash,
-                    action,
-                    tables.generation(),
-                    self.now_ms,
-                    packet.len as u32,
-                );
+                if !m.no_cache {
+                    self.flow.insert(
+                        m.key,
+                        m.hash,
+                        action,
+                        tables.generation(),
+                        self.now_ms,
+                        packet.len as u32,
+                    );
+                }
                 Verdict::Transmit(out_port.id)
             }
             None => {
