@@ -295,6 +295,23 @@ impl FlowCache {
         now: u32,
         bytes: u32,
     ) -> Lookup {
+        self.lookup_usable(key, hash, generation, now, bytes, |_| true)
+    }
+
+    /// [`FlowCache::lookup`] for a packet the cached action may not fit: an entry for which
+    /// `usable(mtu)` (given the action's path MTU) is false (TTL expiring, packet over the
+    /// path MTU) is a miss, counted as one, with its age and counters left alone; the slow
+    /// path decides for that packet.
+    #[inline]
+    pub fn lookup_usable(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        generation: u64,
+        now: u32,
+        bytes: u32,
+        usable: impl FnOnce(u16) -> bool,
+    ) -> Lookup {
         let base = self.bucket(hash);
         let signature = Self::signature(hash);
         let words = key.to_words();
@@ -310,6 +327,10 @@ impl FlowCache {
                 || now.wrapping_sub(entry.last_used) > self.idle_timeout_ticks
             {
                 self.counters.stale += 1;
+                self.counters.misses += 1;
+                return Lookup::Miss;
+            }
+            if !usable(entry.action.mtu) {
                 self.counters.misses += 1;
                 return Lookup::Miss;
             }

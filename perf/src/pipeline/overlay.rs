@@ -25,7 +25,7 @@
 //! decap, every packet through vxlan-input. The first frame of the warm-up is checked byte by
 //! byte where it matters (outer addresses, UDP port, VNI; inner TTL and MACs).
 
-use super::report::{RunSet, ScenarioResult, StageFigure};
+use super::report::{RunSet, ScenarioResult};
 use super::Settings;
 use crate::alloc;
 use crate::os::Stopwatch;
@@ -375,23 +375,7 @@ pub fn run(
             sum.nanos += a.nanos - b.nanos;
         }
     }
-    let mut reads = 0;
-    let mut figures = Vec::new();
-    for &stage in Stage::ALL {
-        let stats = &stages[stage as usize];
-        if stats.packets == 0 {
-            continue;
-        }
-        reads += stats.calls;
-        if stage == Stage::EthernetInput {
-            reads += stats.calls;
-        }
-        figures.push(StageFigure {
-            stage: stage.name(),
-            ns_per_packet: stats.ns_per_packet(),
-            packets_per_call: stats.packets_per_call(),
-        });
-    }
+    let (figures, reads) = super::traffic::stage_figures(&stages);
     let kept_packets = packets * runs.kept_calls.len() as u64;
     let (what, sizes) = if encap {
         ("encapsulated", "64 B in, 114 B out")

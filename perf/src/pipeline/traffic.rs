@@ -375,7 +375,7 @@ fn check_counters(
 }
 
 /// Stage figures from summed stage statistics, and the number of clock reads they took.
-fn stage_figures(stages: &[StageStats]) -> (Vec<StageFigure>, u64) {
+pub(super) fn stage_figures(stages: &[StageStats]) -> (Vec<StageFigure>, u64) {
     let mut figures = Vec::new();
     let mut reads = 0;
     for &stage in Stage::ALL {

@@ -432,11 +432,18 @@ impl Pipeline {
                 }
                 let m = &mut meta[i];
                 let packet = &mut packets[i];
-                match self
-                    .flow
-                    .lookup(&m.key, m.hash, generation, self.now_ms, packet.len as u32)
-                {
-                    Lookup::Hit(_, action) if m.ttl > 1 && m.ip_len <= action.mtu => {
+                // A cached flow whose packet the cache cannot finish (TTL expiring, over the
+                // path MTU) is a miss: the slow path decides.
+                let (ttl, ip_len) = (m.ttl, m.ip_len);
+                match self.flow.lookup_usable(
+                    &m.key,
+                    m.hash,
+                    generation,
+                    self.now_ms,
+                    packet.len as u32,
+                    |mtu| ttl > 1 && ip_len <= mtu,
+                ) {
+                    Lookup::Hit(_, action) => {
                         m.next = Next::Done;
                         match action.encap {
                             None => {
@@ -457,13 +464,7 @@ impl Pipeline {
                             }
                         }
                     }
-                    hit => {
-                        // A cached flow whose packet the cache cannot finish (TTL expiring,
-                        // over the path MTU) is a miss: the slow path decides.
-                        if matches!(hit, Lookup::Hit(..)) {
-                            self.flow.counters.hits -= 1;
-                            self.flow.counters.misses += 1;
-                        }
+                    Lookup::Miss => {
                         m.next = Next::Lookup;
                         waiting[Next::Lookup as usize] += 1;
                     }

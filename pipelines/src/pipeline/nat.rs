@@ -21,7 +21,7 @@ use crate::flow::FlowKey;
 use crate::tables::{Port, Tables};
 use crate::translate::{translate, End, Layout};
 use crate::wire::TcpFlags;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// What NAT did to a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,41 +51,20 @@ fn tcp_flags(frame: &[u8], m: &Meta) -> TcpFlags {
     }
 }
 
-fn ip_of(value: u128, ipv6: bool) -> IpAddr {
-    if ipv6 {
-        IpAddr::V6(Ipv6Addr::from(value))
-    } else {
-        IpAddr::V4(Ipv4Addr::from(value as u32))
-    }
-}
-
 /// Applies `to` (the tuple the packet must leave with) to the packet and its meta.
 fn rewrite_to(frame: &mut [u8], m: &mut Meta, to: &FlowKey) -> Result<(), DropReason> {
     let layout = layout(m);
-    let ipv6 = m.key.ipv6;
     let echo = matches!(m.key.protocol, 1 | 58);
     if to.src != m.key.src || to.src_port != m.key.src_port {
-        translate(
-            frame,
-            &layout,
-            End::Source,
-            ip_of(to.src, ipv6),
-            to.src_port,
-        )
-        .map_err(|_| DropReason::L4Truncated)?;
+        translate(frame, &layout, End::Source, to.src_addr(), to.src_port)
+            .map_err(|_| DropReason::L4Truncated)?;
     }
     // An echo's identifier is in `src_port` in both directions: a reply gets it back on the
     // destination side.
     let dst_port = if echo { to.src_port } else { to.dst_port };
     if to.dst != m.key.dst || (!echo && to.dst_port != m.key.dst_port) {
-        translate(
-            frame,
-            &layout,
-            End::Destination,
-            ip_of(to.dst, ipv6),
-            dst_port,
-        )
-        .map_err(|_| DropReason::L4Truncated)?;
+        translate(frame, &layout, End::Destination, to.dst_addr(), dst_port)
+            .map_err(|_| DropReason::L4Truncated)?;
     }
     m.key.src = to.src;
     m.key.dst = to.dst;
@@ -130,14 +109,14 @@ impl Pipeline {
                 return Ok(NatOutcome::Translated);
             }
         }
-        let src = ip_of(m.key.src, m.key.ipv6);
+        let src = m.key.src_addr();
         let Some(rule) = tables.snat_for(out_port.id, src) else {
             return Ok(NatOutcome::Untouched);
         };
         if m.fragment {
             return Err(DropReason::NatFragment);
         }
-        let dst = ip_of(m.key.dst, m.key.ipv6);
+        let dst = m.key.dst_addr();
         let address = match rule.to {
             Some(to) if to.is_ipv6() == m.key.ipv6 => to,
             _ => port_address(out_port, dst).ok_or(DropReason::SnatNoAddress)?,

@@ -187,6 +187,13 @@ fn complete_inner_partial(port: &Port, inner: &mut [u8]) -> Option<(u16, u16)> {
     Some((before, read(inner)))
 }
 
+/// The underlay next hop of a remote VTEP.
+struct Underlay<'t> {
+    port: &'t Port,
+    neighbor: IpAddr,
+    mac: Option<EthernetAddress>,
+}
+
 /// A VXLAN next hop with its tunnel, resolved from the tables.
 struct TunnelHop<'t> {
     tunnel: &'t Port,
@@ -399,22 +406,69 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The underlay next hop towards `remote`: egress port and the neighbor to resolve.
-    fn underlay(
+    /// The underlay next hop towards `remote`, routed in the uplink's VRF: an Ethernet
+    /// egress port, the neighbor to resolve there and its MAC if known.
+    fn underlay<'t>(
         &self,
-        tables: &Tables,
+        tables: &'t Tables,
         params: &VxlanParams,
         remote: Ipv4Addr,
         hash: u64,
-    ) -> Option<(PortId, IpAddr)> {
+    ) -> Option<Underlay<'t>> {
         let uplink = tables.port(params.uplink)?;
-        match self.route_in(tables, uplink.vrf, IpAddr::V4(remote), hash) {
-            super::resolve::Route::Forward { port, neighbor }
-                if tables.port(port).is_some_and(|p| p.vxlan().is_none()) =>
-            {
-                Some((port, neighbor))
-            }
-            _ => None,
+        let super::resolve::Route::Forward { port, neighbor } =
+            self.route_in(tables, uplink.vrf, IpAddr::V4(remote), hash)
+        else {
+            return None;
+        };
+        let port = tables.port(port).filter(|p| p.vxlan().is_none())?;
+        let mac = tables.neighbors().get(port.id, neighbor).map(|n| n.mac);
+        Some(Underlay {
+            port,
+            neighbor,
+            mac,
+        })
+    }
+
+    /// The outer headers of a reply sent back into a tunnel (no inner packet being forwarded:
+    /// outer TTL from the tunnel, 64 when it inherits; DF only when always set).
+    fn reply_outer(
+        &mut self,
+        params: &VxlanParams,
+        remote: Ipv4Addr,
+        underlay: &Underlay<'_>,
+        hash: u64,
+    ) -> Outer {
+        Outer {
+            src_mac: underlay.port.mac,
+            dst_mac: underlay.mac.unwrap_or(EthernetAddress::UNSPECIFIED),
+            local: params.local,
+            remote,
+            vni: params.vni,
+            ttl: if params.ttl == 0 { 64 } else { params.ttl },
+            dont_fragment: params.df == DfPolicy::Set,
+            udp_checksum: params.udp_checksum,
+            source_port: source_port(hash),
+            ident: self.next_ident(),
+        }
+    }
+
+    /// Transmits an encapsulated packet on its underlay port, or copies it into the hold
+    /// queue while the underlay neighbor resolves.
+    fn transmit_or_hold(
+        &mut self,
+        packet: &Packet<'_>,
+        underlay: &Underlay<'_>,
+        out: &mut Output,
+    ) -> Verdict {
+        if underlay.mac.is_some() {
+            return Verdict::Transmit(underlay.port.id);
+        }
+        let mut copy = out.buffer(packet.len);
+        copy.copy_from_slice(packet.frame());
+        match self.hold(underlay.port, underlay.neighbor, copy, out) {
+            Ok(()) => Verdict::Consumed,
+            Err(reason) => Verdict::Drop(reason),
         }
     }
 
@@ -431,17 +485,13 @@ impl Pipeline {
         let Some(hop) = tunnel_hop(tables, next_hop) else {
             return Verdict::Drop(DropReason::NextHopInvalid);
         };
-        let Some((underlay_id, neighbor)) = self.underlay(tables, &hop.params, hop.remote, m.hash)
-        else {
+        let Some(underlay) = self.underlay(tables, &hop.params, hop.remote, m.hash) else {
             return Verdict::Drop(DropReason::VxlanUnderlayUnreachable);
-        };
-        let Some(underlay) = tables.port(underlay_id) else {
-            return Verdict::Drop(DropReason::NextHopInvalid);
         };
         let mtu = hop
             .tunnel
             .mtu
-            .min(underlay.mtu.saturating_sub(VXLAN_OVERHEAD));
+            .min(underlay.port.mtu.saturating_sub(VXLAN_OVERHEAD));
         if m.ip_len > mtu {
             if m.key.ipv6 {
                 self.icmp6_error(
@@ -478,68 +528,53 @@ impl Pipeline {
                     fragment[0..6].copy_from_slice(&hop.inner_mac.0);
                     fragment[6..12].copy_from_slice(&hop.tunnel.mac.0);
                 }
-                let mut outer = self.outer_for(&hop, m);
-                outer.src_mac = underlay.mac;
+                let outer = Outer {
+                    src_mac: underlay.port.mac,
+                    dst_mac: underlay.mac.unwrap_or(EthernetAddress::UNSPECIFIED),
+                    ..self.outer_for(&hop, m)
+                };
                 let mut frame = out.buffer(OUTER_LEN + fragment.len());
                 frame[OUTER_LEN..].copy_from_slice(&fragment);
                 out.recycle(fragment);
-                match tables.neighbors().get(underlay.id, neighbor) {
-                    Some(entry) => {
-                        outer.dst_mac = entry.mac;
-                        write_outer(&mut frame, &outer);
-                        self.count_encapsulated(hop.tunnel.id, hop.remote, frame.len());
-                        self.emit(out, underlay.id, frame);
-                    }
-                    None => {
-                        write_outer(&mut frame, &outer);
-                        self.count_encapsulated(hop.tunnel.id, hop.remote, frame.len());
-                        if let Err(reason) = self.hold(underlay, neighbor, frame, out) {
-                            verdict = Verdict::Drop(reason);
-                        }
-                    }
+                write_outer(&mut frame, &outer);
+                self.count_encapsulated(hop.tunnel.id, hop.remote, frame.len());
+                if underlay.mac.is_some() {
+                    self.emit(out, underlay.port.id, frame);
+                } else if let Err(reason) = self.hold(underlay.port, underlay.neighbor, frame, out)
+                {
+                    verdict = Verdict::Drop(reason);
                 }
             }
             return verdict;
         }
-        let mut outer = self.outer_for(&hop, m);
-        outer.src_mac = underlay.mac;
-        let resolved = tables.neighbors().get(underlay.id, neighbor).map(|n| n.mac);
-        outer.dst_mac = resolved.unwrap_or(EthernetAddress::UNSPECIFIED);
-        let tunnel = hop.tunnel.id;
-        let remote = hop.remote;
+        let outer = Outer {
+            src_mac: underlay.port.mac,
+            dst_mac: underlay.mac.unwrap_or(EthernetAddress::UNSPECIFIED),
+            ..self.outer_for(&hop, m)
+        };
         if let Err(reason) = self.encapsulate_in_place(packet, m, &hop, &outer) {
             return Verdict::Drop(reason);
         }
-        self.count_encapsulated(tunnel, remote, packet.len);
-        match resolved {
-            Some(mac) => {
-                let action = FlowAction {
-                    out_port: underlay.id.0,
-                    mtu,
-                    src_mac: underlay.mac,
-                    dst_mac: mac,
-                    encap: Some(next_hop),
-                };
-                // The flow's bytes are its inner bytes, as for a routed flow.
-                self.flow.insert(
-                    m.key,
-                    m.hash,
-                    action,
-                    tables.generation(),
-                    self.now_ms,
-                    (packet.len - OUTER_LEN) as u32,
-                );
-                Verdict::Transmit(underlay.id)
-            }
-            None => {
-                let mut copy = out.buffer(packet.len);
-                copy.copy_from_slice(packet.frame());
-                match self.hold(underlay, neighbor, copy, out) {
-                    Ok(()) => Verdict::Consumed,
-                    Err(reason) => Verdict::Drop(reason),
-                }
-            }
+        self.count_encapsulated(hop.tunnel.id, hop.remote, packet.len);
+        if let Some(mac) = underlay.mac {
+            let action = FlowAction {
+                out_port: underlay.port.id.0,
+                mtu,
+                src_mac: underlay.port.mac,
+                dst_mac: mac,
+                encap: Some(next_hop),
+            };
+            // The flow's bytes are its inner bytes, as for a routed flow.
+            self.flow.insert(
+                m.key,
+                m.hash,
+                action,
+                tables.generation(),
+                self.now_ms,
+                (packet.len - OUTER_LEN) as u32,
+            );
         }
+        self.transmit_or_hold(packet, &underlay, out)
     }
 
     /// Sends a reply built in place for a packet that came out of a tunnel (echo reply, ARP
@@ -559,41 +594,16 @@ impl Pipeline {
         let Some(params) = port.vxlan().copied() else {
             return Verdict::Drop(DropReason::NextHopInvalid);
         };
-        let Some((underlay_id, neighbor)) = self.underlay(tables, &params, remote, m.hash) else {
+        let Some(underlay) = self.underlay(tables, &params, remote, m.hash) else {
             return Verdict::Drop(DropReason::VxlanUnderlayUnreachable);
         };
-        let Some(underlay) = tables.port(underlay_id) else {
-            return Verdict::Drop(DropReason::NextHopInvalid);
-        };
-        let resolved = tables.neighbors().get(underlay.id, neighbor).map(|n| n.mac);
-        let outer = Outer {
-            src_mac: underlay.mac,
-            dst_mac: resolved.unwrap_or(EthernetAddress::UNSPECIFIED),
-            local: params.local,
-            remote,
-            vni: params.vni,
-            ttl: if params.ttl == 0 { 64 } else { params.ttl },
-            dont_fragment: params.df == DfPolicy::Set,
-            udp_checksum: params.udp_checksum,
-            source_port: source_port(m.hash),
-            ident: self.next_ident(),
-        };
+        let outer = self.reply_outer(&params, remote, &underlay, m.hash);
         if let Err(reason) = make_room(packet) {
             return Verdict::Drop(reason);
         }
         write_outer(packet.frame_mut(), &outer);
         self.count_encapsulated(tunnel, remote, packet.len);
-        match resolved {
-            Some(_) => Verdict::Transmit(underlay.id),
-            None => {
-                let mut copy = out.buffer(packet.len);
-                copy.copy_from_slice(packet.frame());
-                match self.hold(underlay, neighbor, copy, out) {
-                    Ok(()) => Verdict::Consumed,
-                    Err(reason) => Verdict::Drop(reason),
-                }
-            }
-        }
+        self.transmit_or_hold(packet, &underlay, out)
     }
 
     /// Wraps the frames emitted on a tunnel port since index `from` (ICMP errors and ND
@@ -616,52 +626,35 @@ impl Pipeline {
             let emitted = out.emitted.remove(index);
             // An answer that cannot go back is not sent. It is not a drop of a received
             // packet (that one has its own verdict, counted once): it counts as suppressed.
-            let Some((underlay_id, neighbor)) = self.underlay(tables, &params, remote, hash) else {
+            let Some(underlay) = self.underlay(tables, &params, remote, hash) else {
                 self.icmp_suppressed += 1;
                 out.recycle(emitted.frame);
                 continue;
             };
-            let Some(underlay) = tables.port(underlay_id) else {
-                continue;
-            };
-            let resolved = tables.neighbors().get(underlay.id, neighbor).map(|n| n.mac);
-            let outer = Outer {
-                src_mac: underlay.mac,
-                dst_mac: resolved.unwrap_or(EthernetAddress::UNSPECIFIED),
-                local: params.local,
-                remote,
-                vni: params.vni,
-                ttl: if params.ttl == 0 { 64 } else { params.ttl },
-                dont_fragment: params.df == DfPolicy::Set,
-                udp_checksum: params.udp_checksum,
-                source_port: source_port(hash),
-                ident: self.next_ident(),
-            };
+            let outer = self.reply_outer(&params, remote, &underlay, hash);
             let mut frame = out.buffer(OUTER_LEN + emitted.frame.len());
             frame[OUTER_LEN..].copy_from_slice(&emitted.frame);
             out.recycle(emitted.frame);
             write_outer(&mut frame, &outer);
             // `emit` counted the frame on the tunnel port already.
             self.count_remote(port_id, remote, frame.len(), false);
-            match resolved {
-                Some(_) => {
-                    let counters = self.counters.port(underlay.id);
-                    counters.tx_packets += 1;
-                    counters.tx_bytes += frame.len() as u64;
-                    out.emitted.insert(
-                        index,
-                        super::Emitted {
-                            port: underlay.id,
-                            frame,
-                        },
-                    );
-                    index += 1;
-                }
-                None => {
-                    if self.hold(underlay, neighbor, frame, out).is_err() {
-                        self.icmp_suppressed += 1;
-                    }
-                }
+            if underlay.mac.is_some() {
+                let counters = self.counters.port(underlay.port.id);
+                counters.tx_packets += 1;
+                counters.tx_bytes += frame.len() as u64;
+                out.emitted.insert(
+                    index,
+                    super::Emitted {
+                        port: underlay.port.id,
+                        frame,
+                    },
+                );
+                index += 1;
+            } else if self
+                .hold(underlay.port, underlay.neighbor, frame, out)
+                .is_err()
+            {
+                self.icmp_suppressed += 1;
             }
         }
     }
