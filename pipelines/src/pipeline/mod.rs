@@ -497,6 +497,21 @@ impl Pipeline {
         &self.conntrack
     }
 
+    /// Live connections as of the last batch or tick, in table order (walks the whole table:
+    /// for listing, not for the packet path).
+    pub fn connections(&self) -> Vec<crate::conntrack::Connection> {
+        self.conntrack.iter(self.now_ms).collect()
+    }
+
+    /// Forgets every tracked connection (their next packets are new connections: a reply of
+    /// a masqueraded one is then for the router and dropped or answered there). Cached NAT
+    /// decisions go too. Returns how many connections were removed.
+    pub fn flush_connections(&mut self) -> usize {
+        let removed = self.conntrack.flush();
+        self.flow.clear();
+        removed
+    }
+
     /// Sweeps a few slots of the connection table for expired connections (bounded work per
     /// call, nothing when the table is empty).
     fn expire_connections(&mut self) {
