@@ -2995,6 +2995,7 @@ VRF  PREFIX       KIND       VIA       DEV
             record: FlowRecord {
                 key,
                 action: FlowAction::default(),
+                nat: None,
                 stats: FlowStats {
                     packets: 3,
                     bytes: 180,

@@ -1160,9 +1160,9 @@ impl ConnTable {
     }
 
     /// Accounts one packet of `len` bytes of connection `id` seen in direction `dir` at
-    /// `now_ms`; `flags` are the TCP flags (ignored for other protocols). Meant for an id a
-    /// lookup just returned: it does not check expiry (a tracked packet refreshes even a
-    /// connection whose timeout has passed but which no lookup or sweep reclaimed yet).
+    /// `now_ms`; `flags` are the TCP flags (ignored for other protocols). A connection whose
+    /// timeout has passed is reclaimed here as a lookup would ([`UpdateOutcome::Unknown`]):
+    /// an id cached elsewhere (the flow cache) never revives it.
     #[inline]
     pub fn update(
         &mut self,
@@ -1172,13 +1172,21 @@ impl ConnTable {
         len: u32,
         now_ms: u32,
     ) -> UpdateOutcome {
-        let Some(entry) = self.entries.get_mut(id.index as usize) else {
+        let index = id.index as usize;
+        let Some(entry) = self.entries.get(index) else {
             return UpdateOutcome::Unknown;
         };
         if !entry.is_live() || entry.generation != id.generation {
             return UpdateOutcome::Unknown;
         }
-        let outcome = account(entry, dir, flags, len, now_ms);
+        // Expired but not swept yet: gone, as a lookup would find (not revived by a packet
+        // that a cached id still points at).
+        if self.is_expired(entry, now_ms) {
+            self.release(index);
+            self.counters.expired += 1;
+            return UpdateOutcome::Unknown;
+        }
+        let outcome = account(&mut self.entries[index], dir, flags, len, now_ms);
         self.counters.invalid += u64::from(outcome == UpdateOutcome::Invalid);
         outcome
     }

@@ -153,6 +153,13 @@ pub struct Counters {
     /// Per remote VTEP, sorted by (tunnel, remote).
     #[serde(default)]
     pub remotes: Vec<RemoteCounters>,
+    /// TCP resets sent for connections refused by a Service without backends (its UDP
+    /// refusals are ICMP errors, counted in `emitted`).
+    #[serde(default)]
+    pub service_resets: u64,
+    /// ICMP errors about a translated packet whose quote and addresses were translated back.
+    #[serde(default)]
+    pub icmp_errors_translated: u64,
 }
 
 impl Counters {
@@ -168,6 +175,8 @@ impl Counters {
             replied: 0,
             checksums_completed: 0,
             remotes: Vec::new(),
+            service_resets: 0,
+            icmp_errors_translated: 0,
         }
     }
 
@@ -239,6 +248,8 @@ impl Counters {
         self.icmp_rate_limited += other.icmp_rate_limited;
         self.replied += other.replied;
         self.checksums_completed += other.checksums_completed;
+        self.service_resets += other.service_resets;
+        self.icmp_errors_translated += other.icmp_errors_translated;
         for theirs in &other.remotes {
             match self
                 .remotes

@@ -100,6 +100,7 @@ drop_reasons! {
     ConntrackFull => "conntrack-full", "connection table full (no expired, embryonic or closing connection to evict)";
     ConntrackInvalid => "conntrack-invalid", "packet cannot open a NAT connection (a TCP packet that is not a SYN or ACK)";
     NatFragment => "nat-fragment", "fragment of a translated connection (no reassembly)";
+    ServiceReject => "service-reject", "connection to a Service without backends (refused with a TCP reset or ICMP port unreachable)";
 }
 
 #[cfg(test)]

@@ -130,6 +130,29 @@ pub struct FlowAction {
     /// VXLAN next hop to encapsulate with (valid under the entry's generation).
     #[serde(default)]
     pub encap: Option<NextHopId>,
+    /// The flow is translated: its [`NatAction`] is in the cache's side array
+    /// ([`FlowCache::nat`]).
+    #[serde(default)]
+    pub nat: bool,
+}
+
+/// The translation of a cached NAT flow: the tuple its packets leave with, and the connection
+/// they belong to (whose state and counters every hit updates; a hit on a connection that is
+/// gone is a miss).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatAction {
+    /// Source address the packet leaves with.
+    pub src: u128,
+    /// Destination address it leaves with.
+    pub dst: u128,
+    /// Source port (ICMP echo: identifier) it leaves with.
+    pub src_port: u16,
+    /// Destination port it leaves with.
+    pub dst_port: u16,
+    /// The connection.
+    pub conn: crate::conntrack::ConnId,
+    /// Which direction of it this flow is.
+    pub direction: crate::conntrack::Direction,
 }
 
 impl FlowAction {
@@ -142,6 +165,10 @@ impl FlowAction {
 /// Bit of [`PackedAction::out_port`] saying the slot's encapsulation next hop is in
 /// `FlowCache::encaps`. Port ids stay below `MAX_PORTS` (1024), far from it.
 const ENCAP_FLAG: u16 = 0x8000;
+/// Bit of [`PackedAction::out_port`] saying the slot's translation is in `FlowCache::nats`.
+const NAT_FLAG: u16 = 0x4000;
+/// Both flags.
+const FLAGS: u16 = ENCAP_FLAG | NAT_FLAG;
 
 /// A [`FlowAction`] in 16 bytes, so an entry stays one 64-byte line: the encapsulation next
 /// hop, needed by few flows, lives in a side array read only when the flag is set.
@@ -179,6 +206,9 @@ pub struct FlowRecord {
     pub key: FlowKey,
     /// Decision.
     pub action: FlowAction,
+    /// Translation, for a NAT flow.
+    #[serde(default)]
+    pub nat: Option<NatAction>,
     /// Counters.
     pub stats: FlowStats,
     /// Ticks since the last packet.
@@ -202,6 +232,9 @@ pub struct FlowCache {
     stats: Vec<FlowStats>,
     /// Encapsulation next hop of each slot whose action has `ENCAP_FLAG`.
     encaps: Vec<u32>,
+    /// Translation of each slot whose action has `NAT_FLAG` (allocated on the first NAT
+    /// flow: a node without NAT does not pay for it).
+    nats: Vec<Option<NatAction>>,
     bucket_mask: usize,
     idle_timeout_ticks: u32,
     live: usize,
@@ -220,6 +253,7 @@ impl FlowCache {
             entries: vec![Entry::default(); slots],
             stats: vec![FlowStats::default(); slots],
             encaps: vec![0; slots],
+            nats: Vec::new(),
             bucket_mask: slots / WAYS - 1,
             idle_timeout_ticks,
             live: 0,
@@ -249,6 +283,7 @@ impl FlowCache {
                 + std::mem::size_of::<Entry>()
                 + std::mem::size_of::<FlowStats>()
                 + std::mem::size_of::<u32>())
+            + self.nats.capacity() * std::mem::size_of::<Option<NatAction>>()
     }
 
     #[inline]
@@ -295,13 +330,13 @@ impl FlowCache {
         now: u32,
         bytes: u32,
     ) -> Lookup {
-        self.lookup_usable(key, hash, generation, now, bytes, |_| true)
+        self.lookup_usable(key, hash, generation, now, bytes, |_, _| true)
     }
 
     /// [`FlowCache::lookup`] for a packet the cached action may not fit: an entry for which
-    /// `usable(mtu)` (given the action's path MTU) is false (TTL expiring, packet over the
-    /// path MTU) is a miss, counted as one, with its age and counters left alone; the slow
-    /// path decides for that packet.
+    /// `usable(mtu, nat)` (given the action's path MTU and translation) is false (TTL
+    /// expiring, packet over the path MTU, connection gone) is a miss, counted as one, with
+    /// its age and counters left alone; the slow path decides for that packet.
     #[inline]
     pub fn lookup_usable(
         &mut self,
@@ -310,7 +345,7 @@ impl FlowCache {
         generation: u64,
         now: u32,
         bytes: u32,
-        usable: impl FnOnce(u16) -> bool,
+        usable: impl FnOnce(u16, Option<&NatAction>) -> bool,
     ) -> Lookup {
         let base = self.bucket(hash);
         let signature = Self::signature(hash);
@@ -330,7 +365,12 @@ impl FlowCache {
                 self.counters.misses += 1;
                 return Lookup::Miss;
             }
-            if !usable(entry.action.mtu) {
+            let nat = if entry.action.out_port & NAT_FLAG != 0 {
+                self.nats.get(slot).and_then(Option::as_ref)
+            } else {
+                None
+            };
+            if !usable(entry.action.mtu, nat) {
                 self.counters.misses += 1;
                 return Lookup::Miss;
             }
@@ -347,12 +387,28 @@ impl FlowCache {
     }
 
     /// Installs (or refreshes) a flow computed under `generation`, counting the packet that
-    /// created it.
+    /// created it. `action.nat` is ignored: a translated flow goes through
+    /// [`FlowCache::insert_nat`].
     pub fn insert(
         &mut self,
         key: FlowKey,
         hash: u64,
         action: FlowAction,
+        generation: u64,
+        now: u32,
+        bytes: u32,
+    ) {
+        self.insert_nat(key, hash, action, None, generation, now, bytes);
+    }
+
+    /// [`FlowCache::insert`] with the flow's translation, if it has one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_nat(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        action: FlowAction,
+        nat: Option<NatAction>,
         generation: u64,
         now: u32,
         bytes: u32,
@@ -396,7 +452,7 @@ impl FlowCache {
             self.signatures[slot] == signature && same_key(&self.entries[slot].key, &words);
         self.signatures[slot] = signature;
         let mut packed = PackedAction {
-            out_port: action.out_port & !ENCAP_FLAG,
+            out_port: action.out_port & !FLAGS,
             mtu: action.mtu,
             src_mac: action.src_mac,
             dst_mac: action.dst_mac,
@@ -404,6 +460,13 @@ impl FlowCache {
         if let Some(next_hop) = action.encap {
             packed.out_port |= ENCAP_FLAG;
             self.encaps[slot] = next_hop.0;
+        }
+        if let Some(nat) = nat {
+            if self.nats.is_empty() {
+                self.nats = vec![None; self.entries.len()];
+            }
+            packed.out_port |= NAT_FLAG;
+            self.nats[slot] = Some(nat);
         }
         self.entries[slot] = Entry {
             key: words,
@@ -424,12 +487,19 @@ impl FlowCache {
     fn unpack(&self, slot: usize, packed: PackedAction) -> FlowAction {
         let encap = (packed.out_port & ENCAP_FLAG != 0).then(|| NextHopId(self.encaps[slot]));
         FlowAction {
-            out_port: packed.out_port & !ENCAP_FLAG,
+            out_port: packed.out_port & !FLAGS,
             mtu: packed.mtu,
             src_mac: packed.src_mac,
             dst_mac: packed.dst_mac,
             encap,
+            nat: packed.out_port & NAT_FLAG != 0,
         }
+    }
+
+    /// The translation of a slot whose action has `nat` set.
+    #[inline]
+    pub fn nat(&self, slot: usize) -> Option<&NatAction> {
+        self.nats.get(slot).and_then(Option::as_ref)
     }
 
     /// Empties the cache.
@@ -450,9 +520,15 @@ impl FlowCache {
             if entry.generation != generation as u32 || idle > self.idle_timeout_ticks {
                 continue;
             }
+            let action = self.unpack(slot, entry.action);
             out.push(FlowRecord {
                 key: FlowKey::from_words(entry.key),
-                action: self.unpack(slot, entry.action),
+                nat: if action.nat {
+                    self.nat(slot).copied()
+                } else {
+                    None
+                },
+                action,
                 stats: self.stats[slot],
                 idle_ticks: idle,
             });

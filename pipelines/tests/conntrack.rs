@@ -1251,10 +1251,12 @@ fn run_ops(capacity: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                 len,
             } => {
                 if let Some(&id) = ids.get(pick % ids.len().max(1)) {
-                    let live = t.state(id).is_some();
+                    // Live and not expired (an expired one is reclaimed, not revived).
+                    let alive = t.get(id, now).is_some();
                     let dir = if reply { R } else { O };
                     let outcome = t.update(id, dir, TcpFlags(flags), u32::from(len), now);
-                    prop_assert_eq!(outcome == UpdateOutcome::Unknown, !live);
+                    prop_assert_eq!(outcome == UpdateOutcome::Unknown, !alive);
+                    prop_assert!(alive || t.state(id).is_none());
                 }
             }
             Op::Remove { pick } => {

@@ -84,12 +84,22 @@ fn outbound_udp_is_masqueraded_and_the_reply_translated_back() {
     checksums_ok(&back.frame);
     assert_eq!(&back.frame[0..6], &H0);
 
-    // Later packets keep the connection's port; nothing is cached without its translation.
+    // Both directions were cached with their translation: later packets are flow-cache hits
+    // that keep the connection's port and count on the connection.
+    let counters = lab.pipeline.counters();
+    assert_eq!(counters.flow.inserts, 2);
     let again = lab.send(0, &outbound(40000));
     assert_eq!(source(&again.frame), (router_v4(1), port));
+    checksums_ok(&again.frame);
+    let back = lab.send(1, &reply);
+    assert_eq!(destination(&back.frame), (H0_V4, 40000));
+    checksums_ok(&back.frame);
     let counters = lab.pipeline.counters();
-    assert_eq!(counters.flow.inserts, 0);
+    assert_eq!(counters.flow.hits, 2);
+    assert_eq!(counters.flow.inserts, 2);
     assert_eq!(lab.pipeline.conntrack().len(), 1);
+    let connection = lab.pipeline.connections()[0];
+    assert_eq!(connection.packets, [2, 2]);
     lab.assert_drops(&[]);
 }
 
@@ -169,7 +179,7 @@ fn udp_without_checksum_stays_without_and_other_sources_are_untouched() {
     let run = lab.send(2, &plain);
     assert_eq!(run.verdict, Verdict::Transmit(PortId(1)));
     assert_eq!(source(&run.frame), (neighbor_v4(2), 40000));
-    assert_eq!(lab.pipeline.counters().flow.inserts, 1);
+    assert_eq!(lab.pipeline.counters().flow.inserts, 2);
 }
 
 #[test]

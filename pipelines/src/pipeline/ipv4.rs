@@ -120,27 +120,31 @@ impl Pipeline {
         m: &mut Meta,
         out: &mut Output,
     ) -> Option<Verdict> {
-        let dst = Ipv4Addr::from(m.key.dst as u32);
-        let (out_port, neighbor) = match self.route(tables, packet.in_port, IpAddr::V4(dst), m.hash)
-        {
-            Route::Local => {
-                // The reply of a masqueraded connection: back to its source, routed again.
-                return match self.reverse_nat(packet.frame_mut(), m) {
-                    Ok(true) => {
-                        m.no_cache = true;
-                        self.ipv4_lookup(tables, packet, m, out)
-                    }
-                    Ok(false) => None,
-                    Err(reason) => Some(Verdict::Drop(reason)),
-                };
-            }
+        let plan = match self.nat_plan(tables, packet, m, out) {
+            Ok(plan) => plan,
+            Err(reason) => return Some(Verdict::Drop(reason)),
+        };
+        let dst = plan
+            .destination(false)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::from(m.key.dst as u32)));
+        let (out_port, neighbor) = match self.route(tables, packet.in_port, dst, m.hash) {
+            Route::Local => return None,
             Route::Drop(reason) => return Some(Verdict::Drop(reason)),
             Route::Tunnel { next_hop } => {
                 if m.ttl <= 1 {
                     self.icmp4_error(tables, packet, m, ICMP_TIME_EXCEEDED, 0, 0, out);
                     return Some(Verdict::Drop(DropReason::TtlExceeded));
                 }
-                return Some(self.forward_tunnel(tables, packet, m, next_hop, out));
+                let nat = match self.tunnel_egress(tables, next_hop, m) {
+                    Some((tunnel, false)) => {
+                        match self.nat_apply(tables, packet.frame_mut(), m, tunnel, plan) {
+                            Ok(nat) => nat,
+                            Err(reason) => return Some(Verdict::Drop(reason)),
+                        }
+                    }
+                    _ => None,
+                };
+                return Some(self.forward_tunnel(tables, packet, m, next_hop, nat, out));
             }
             Route::Unreachable(reason) => {
                 let code = if reason == DropReason::NoRoute {
@@ -173,17 +177,16 @@ impl Pipeline {
             );
             return Some(Verdict::Drop(DropReason::FragmentationNeeded));
         }
-        // Source NAT after the checks that answer the sender (its ICMP errors quote the packet
-        // as it sent it), before fragmentation (every fragment leaves translated).
-        match self.snat(tables, packet.frame_mut(), m, out_port) {
-            Ok(super::nat::NatOutcome::Translated) => m.no_cache = true,
-            Ok(super::nat::NatOutcome::Untouched) => {}
+        // NAT after the checks that answer the sender (its ICMP errors quote the packet as it
+        // sent it), before fragmentation (every fragment leaves translated).
+        let nat = match self.nat_apply(tables, packet.frame_mut(), m, out_port, plan) {
+            Ok(nat) => nat,
             Err(reason) => return Some(Verdict::Drop(reason)),
-        }
+        };
         if m.ip_len > out_port.mtu {
             return Some(self.fragment_and_send(tables, packet, m, out_port, neighbor, out));
         }
-        Some(self.forward_to(tables, packet, m, out_port, neighbor, out))
+        Some(self.forward_to(tables, packet, m, out_port, neighbor, nat, out))
     }
 
     /// Splits an IPv4 packet bigger than the egress MTU (DF clear) into fragments, each

@@ -110,20 +110,15 @@ impl Pipeline {
         m: &mut Meta,
         out: &mut Output,
     ) -> Option<Verdict> {
-        let dst = Ipv6Addr::from(m.key.dst);
-        let (out_port, neighbor) = match self.route(tables, packet.in_port, IpAddr::V6(dst), m.hash)
-        {
-            Route::Local => {
-                // The reply of a masqueraded connection: back to its source, routed again.
-                return match self.reverse_nat(packet.frame_mut(), m) {
-                    Ok(true) => {
-                        m.no_cache = true;
-                        self.ipv6_lookup(tables, packet, m, out)
-                    }
-                    Ok(false) => None,
-                    Err(reason) => Some(Verdict::Drop(reason)),
-                };
-            }
+        let plan = match self.nat_plan(tables, packet, m, out) {
+            Ok(plan) => plan,
+            Err(reason) => return Some(Verdict::Drop(reason)),
+        };
+        let dst = plan
+            .destination(true)
+            .unwrap_or(IpAddr::V6(Ipv6Addr::from(m.key.dst)));
+        let (out_port, neighbor) = match self.route(tables, packet.in_port, dst, m.hash) {
+            Route::Local => return None,
             Route::Drop(reason) => return Some(Verdict::Drop(reason)),
             Route::Tunnel { next_hop } => {
                 if is_link_local(&Ipv6Addr::from(m.key.src)) {
@@ -133,7 +128,16 @@ impl Pipeline {
                     self.icmp6_error(tables, packet, m, ICMPV6_TIME_EXCEEDED, 0, 0, out);
                     return Some(Verdict::Drop(DropReason::TtlExceeded));
                 }
-                return Some(self.forward_tunnel(tables, packet, m, next_hop, out));
+                let nat = match self.tunnel_egress(tables, next_hop, m) {
+                    Some((tunnel, false)) => {
+                        match self.nat_apply(tables, packet.frame_mut(), m, tunnel, plan) {
+                            Ok(nat) => nat,
+                            Err(reason) => return Some(Verdict::Drop(reason)),
+                        }
+                    }
+                    _ => None,
+                };
+                return Some(self.forward_tunnel(tables, packet, m, next_hop, nat, out));
             }
             Route::Unreachable(reason) => {
                 let code = if reason == DropReason::NoRoute {
@@ -162,12 +166,11 @@ impl Pipeline {
             self.icmp6_error(tables, packet, m, ICMPV6_PACKET_TOO_BIG, 0, mtu, out);
             return Some(Verdict::Drop(DropReason::FragmentationNeeded));
         }
-        match self.snat(tables, packet.frame_mut(), m, out_port) {
-            Ok(super::nat::NatOutcome::Translated) => m.no_cache = true,
-            Ok(super::nat::NatOutcome::Untouched) => {}
+        let nat = match self.nat_apply(tables, packet.frame_mut(), m, out_port, plan) {
+            Ok(nat) => nat,
             Err(reason) => return Some(Verdict::Drop(reason)),
-        }
-        Some(self.forward_to(tables, packet, m, out_port, neighbor, out))
+        };
+        Some(self.forward_to(tables, packet, m, out_port, neighbor, nat, out))
     }
 
     /// Packets to the router: neighbor discovery, echo, unreachable for the rest.

@@ -33,10 +33,12 @@
 //!   (RFC 791).
 //! - 802.1Q-tagged frames are dropped (`vlan-unexpected`): ports are untagged.
 //! - TCP to a router address gets ICMP port unreachable rather than a TCP reset.
-//! - Source NAT (module `nat`) runs in ip-lookup with the worker's connection table; translated
-//!   packets are not cached in the flow cache yet (each takes the slow path). The table's
-//!   memory (`PipelineConfig::conntrack`, 64k connections by default, ~10 MiB) is allocated
-//!   per worker up front.
+//! - NAT (module `nat`: Services, masquerade, ICMP errors about translated packets) runs in
+//!   ip-lookup with the worker's connection table, and its decisions are cached in the flow
+//!   cache with the connection's id, so established NAT flows take the hit path (which updates
+//!   the connection). The table's memory (`PipelineConfig::conntrack`, 64k connections by
+//!   default, ~10 MiB) is allocated per worker up front. Both directions of a connection
+//!   must reach the same worker (one table per worker, nothing shared or locked).
 
 mod arp;
 mod ipv4;
@@ -270,7 +272,7 @@ struct Meta {
     hash: u64,
     /// Outer source (remote VTEP) of a packet that came out of a tunnel, 0 otherwise.
     tunnel_src: u32,
-    /// Translated by NAT: its decision is not cached (the flow cache has no NAT action yet).
+    /// Its decision must not be cached (an ICMP error translated by NAT).
     no_cache: bool,
 }
 
@@ -289,6 +291,8 @@ pub struct Pipeline {
     icmp_suppressed: u64,
     remotes: FastMap<(PortId, Ipv4Addr), RemoteCounters>,
     conntrack: crate::conntrack::ConnTable,
+    /// Client-IP affinity of Services: (Service, client address) to backend.
+    affinity: FastMap<(crate::tables::ServiceKey, u128), nat::Affinity>,
 }
 
 impl Pipeline {
@@ -306,6 +310,7 @@ impl Pipeline {
             icmp_suppressed: 0,
             remotes: FastMap::default(),
             conntrack: crate::conntrack::ConnTable::new(config.conntrack),
+            affinity: FastMap::default(),
             config,
         }
     }
@@ -433,18 +438,37 @@ impl Pipeline {
                 let m = &mut meta[i];
                 let packet = &mut packets[i];
                 // A cached flow whose packet the cache cannot finish (TTL expiring, over the
-                // path MTU) is a miss: the slow path decides.
-                let (ttl, ip_len) = (m.ttl, m.ip_len);
+                // path MTU, its NAT connection gone) is a miss: the slow path decides. A NAT
+                // flow's connection is updated here (state, timer, counters).
+                let (ttl, ip_len, now) = (m.ttl, m.ip_len, self.now_ms);
+                let conntrack = &mut self.conntrack;
+                let frame = packet.frame();
                 match self.flow.lookup_usable(
                     &m.key,
                     m.hash,
                     generation,
-                    self.now_ms,
+                    now,
                     packet.len as u32,
-                    |mtu| ttl > 1 && ip_len <= mtu,
+                    |mtu, nat| {
+                        ttl > 1
+                            && ip_len <= mtu
+                            && nat.is_none_or(|nat| {
+                                Pipeline::nat_usable(conntrack, nat, frame, m, now)
+                            })
+                    },
                 ) {
-                    Lookup::Hit(_, action) => {
+                    Lookup::Hit(slot, action) => {
                         m.next = Next::Done;
+                        if action.nat {
+                            let translated = match self.flow.nat(slot) {
+                                Some(nat) => nat::rewrite_nat(packet.frame_mut(), m, nat),
+                                None => Err(DropReason::NextHopInvalid),
+                            };
+                            if let Err(reason) = translated {
+                                self.drop_packet(&mut verdicts[i], packet.in_port, reason);
+                                continue;
+                            }
+                        }
                         match action.encap {
                             None => {
                                 rewrite(packet.frame_mut(), m, &action);
@@ -509,6 +533,7 @@ impl Pipeline {
     pub fn flush_connections(&mut self) -> usize {
         let removed = self.conntrack.flush();
         self.flow.clear();
+        self.affinity.clear();
         removed
     }
 

@@ -122,8 +122,10 @@ impl Pipeline {
         }
     }
 
-    /// Rewrites and transmits towards `neighbor` on `out_port`, installing the flow; or holds
-    /// the packet and starts resolution.
+    /// Rewrites and transmits towards `neighbor` on `out_port`, installing the flow (with
+    /// `nat`, the translation already applied to the packet); or holds the packet and starts
+    /// resolution.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_to(
         &mut self,
         tables: &Tables,
@@ -131,6 +133,7 @@ impl Pipeline {
         m: &Meta,
         out_port: &Port,
         neighbor: IpAddr,
+        nat: Option<crate::flow::NatAction>,
         out: &mut Output,
     ) -> Verdict {
         super::trim(packet, m);
@@ -140,16 +143,18 @@ impl Pipeline {
             src_mac: out_port.mac,
             dst_mac: EthernetAddress::UNSPECIFIED,
             encap: None,
+            nat: false,
         };
         match tables.neighbors().get(out_port.id, neighbor) {
             Some(entry) => {
                 action.dst_mac = entry.mac;
                 rewrite(packet.frame_mut(), m, &action);
                 if !m.no_cache {
-                    self.flow.insert(
+                    self.flow.insert_nat(
                         m.key,
                         m.hash,
                         action,
+                        nat,
                         tables.generation(),
                         self.now_ms,
                         packet.len as u32,

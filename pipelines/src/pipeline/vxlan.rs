@@ -472,14 +472,39 @@ impl Pipeline {
         }
     }
 
+    /// The tunnel port a VXLAN next hop leaves through, and whether [`Pipeline::forward_tunnel`]
+    /// will answer the packet with an ICMP error instead of forwarding it (over the path MTU
+    /// with DF, or IPv6): NAT leaves such a packet untranslated so the error quotes what its
+    /// sender sent.
+    pub(super) fn tunnel_egress<'t>(
+        &self,
+        tables: &'t Tables,
+        next_hop: NextHopId,
+        m: &Meta,
+    ) -> Option<(&'t Port, bool)> {
+        let hop = tunnel_hop(tables, next_hop)?;
+        let answered = self
+            .underlay(tables, &hop.params, hop.remote, m.hash)
+            .is_some_and(|underlay| {
+                let mtu = hop
+                    .tunnel
+                    .mtu
+                    .min(underlay.port.mtu.saturating_sub(VXLAN_OVERHEAD));
+                m.ip_len > mtu && (m.key.ipv6 || m.dont_fragment)
+            });
+        Some((hop.tunnel, answered))
+    }
+
     /// Slow path of a packet routed into a tunnel (TTL already checked by the caller): path
-    /// MTU, underlay resolution, encapsulation, flow install; or ICMP, fragments, hold.
+    /// MTU, underlay resolution, encapsulation, flow install (with `nat`, the translation
+    /// already applied to the packet); or ICMP, fragments, hold.
     pub(super) fn forward_tunnel(
         &mut self,
         tables: &Tables,
         packet: &mut Packet<'_>,
         m: &Meta,
         next_hop: NextHopId,
+        nat: Option<crate::flow::NatAction>,
         out: &mut Output,
     ) -> Verdict {
         let Some(hop) = tunnel_hop(tables, next_hop) else {
@@ -563,16 +588,20 @@ impl Pipeline {
                 src_mac: underlay.port.mac,
                 dst_mac: mac,
                 encap: Some(next_hop),
+                nat: false,
             };
             // The flow's bytes are its inner bytes, as for a routed flow.
-            self.flow.insert(
-                m.key,
-                m.hash,
-                action,
-                tables.generation(),
-                self.now_ms,
-                (packet.len - OUTER_LEN) as u32,
-            );
+            if !m.no_cache {
+                self.flow.insert_nat(
+                    m.key,
+                    m.hash,
+                    action,
+                    nat,
+                    tables.generation(),
+                    self.now_ms,
+                    (packet.len - OUTER_LEN) as u32,
+                );
+            }
         }
         self.transmit_or_hold(packet, &underlay, out)
     }

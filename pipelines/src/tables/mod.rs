@@ -802,6 +802,9 @@ pub struct Tables {
     snat: BTreeMap<SnatKey, SnatRule>,
     /// Services, by identity.
     services: BTreeMap<ServiceKey, Service>,
+    /// The Maglev table of every Service with backends, built when the Service is set (on the
+    /// control thread), shared by the generations that have the same Service.
+    balancers: BTreeMap<ServiceKey, std::sync::Arc<crate::maglev::Maglev>>,
 }
 
 impl Default for Tables {
@@ -824,6 +827,7 @@ impl Tables {
             vteps: Vec::new(),
             snat: BTreeMap::new(),
             services: BTreeMap::new(),
+            balancers: BTreeMap::new(),
         }
     }
 
@@ -906,6 +910,17 @@ impl Tables {
     /// Services in identity order.
     pub fn services(&self) -> impl Iterator<Item = &Service> + '_ {
         self.services.values()
+    }
+
+    /// A Service by identity with its Maglev table (`None` when it has no backend).
+    pub fn balancer(&self, key: &ServiceKey) -> Option<(&Service, Option<&crate::maglev::Maglev>)> {
+        let service = self.services.get(key)?;
+        Some((service, self.balancers.get(key).map(|m| &**m)))
+    }
+
+    /// Whether any Service is configured (the packet path skips Service matching otherwise).
+    pub fn has_services(&self) -> bool {
+        !self.services.is_empty()
     }
 
     /// A Service by identity.
@@ -1792,8 +1807,17 @@ impl Tables {
             }
             Mutation::SetService(key, service) => {
                 let previous = match service {
-                    Some(service) => self.services.insert(key, *service),
-                    None => Some(self.services.remove(&key)?),
+                    Some(service) => {
+                        match nat::balancer(&service) {
+                            Some(maglev) => self.balancers.insert(key, maglev),
+                            None => self.balancers.remove(&key),
+                        };
+                        self.services.insert(key, *service)
+                    }
+                    None => {
+                        self.balancers.remove(&key);
+                        Some(self.services.remove(&key)?)
+                    }
                 };
                 Some(Mutation::SetService(key, previous.map(Box::new)))
             }

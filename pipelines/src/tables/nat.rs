@@ -152,7 +152,8 @@ pub struct Service {
     /// Backends (possibly none: connections are then refused).
     pub backends: Vec<Backend>,
     /// Client-IP affinity: a client's new connections go to the backend its previous one
-    /// used, for this many seconds after that connection's last packet. `None`: no affinity.
+    /// used, for this many seconds after its last new connection to the Service (kube-proxy's
+    /// semantics; kept per worker). `None`: no affinity.
     pub affinity_secs: Option<u32>,
 }
 
@@ -208,6 +209,37 @@ pub fn validate_service(service: &Service) -> Result<(), TableError> {
         return Err(TableError::BadAffinity);
     }
     Ok(())
+}
+
+/// Smallest Maglev table of a Service: 16381 entries (64 KiB) keep up to 163 backends within
+/// 1% of their share, so a Service keeps its size (and its mapping) as backends come and go;
+/// 1000 Services take 64 MiB per table generation (shared between generations).
+pub const MIN_BALANCER_SIZE: usize = 16_381;
+
+/// The Maglev table of a Service (`None` without backends): each backend's entry id is its
+/// index in [`Service::backends`], its weight the backend's. The size is the first of
+/// [`crate::maglev::TABLE_SIZES`] at least [`MIN_BALANCER_SIZE`] and 100 entries per backend.
+pub(crate) fn balancer(service: &Service) -> Option<std::sync::Arc<crate::maglev::Maglev>> {
+    use crate::maglev::{backend_key, Maglev, MaglevBackend};
+    if service.backends.is_empty() {
+        return None;
+    }
+    let backends: Vec<MaglevBackend> = service
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| MaglevBackend::new(backend_key(b.addr, b.port), i as u32, b.weight))
+        .collect();
+    // Validation bounds the backends and weights, and the size comes from the table's own
+    // sizing rule, so building cannot fail; if it ever did, the Service would refuse
+    // connections rather than crash the control thread.
+    let wanted = (backends.len() * 100).max(MIN_BALANCER_SIZE);
+    let size = crate::maglev::TABLE_SIZES
+        .iter()
+        .copied()
+        .find(|&size| size >= wanted)
+        .unwrap_or(crate::maglev::MAX_TABLE_SIZE);
+    Maglev::new(&backends, size).ok().map(std::sync::Arc::new)
 }
 
 #[cfg(test)]
