@@ -788,12 +788,15 @@ proptest! {
 proptest! {
     #![proptest_config(config())]
 
-    /// The same traffic with H0's subnets masqueraded out of p1 and p3: translated packets
-    /// keep every invariant (valid headers and checksums), replies included.
+    /// The same traffic with H0's subnets masqueraded out of p1 and p3, and Services on the
+    /// destinations the generator uses (a UDP VIP with a remote and a hairpin backend, a TCP
+    /// VIP without backends, a node port): translated packets keep every invariant (valid
+    /// headers and checksums), replies and refusals included.
     #[test]
     fn mutated_frames_through_masquerade_never_break_the_pipeline(
         batches in prop::collection::vec(prop::collection::vec(mutated_frame(), 1..24), 1..4),
         ports in (1u16..=65535, 0u16..64),
+        affinity in prop::option::of(1u32..5),
     ) {
         let mut lab = Lab::vxlan();
         let low = ports.0.min(65535 - ports.1);
@@ -811,6 +814,32 @@ proptest! {
                 });
             }
         }
+        use pipelines::tables::{Backend, Frontend, L4Protocol, Service, ServiceKey};
+        let service = |frontend, protocol, backends: Vec<([u8; 4], u16)>| TableOp::AddService {
+            service: Service {
+                key: ServiceKey { vrf: VrfId(0), frontend, protocol },
+                backends: backends
+                    .into_iter()
+                    .map(|(a, port)| Backend { addr: ip4(a), port, weight: 1 })
+                    .collect(),
+                affinity_secs: affinity,
+            },
+        };
+        ops.push(service(
+            Frontend::Vip { addr: ip4([192, 168, 5, 5]), port: DPORT },
+            L4Protocol::Udp,
+            vec![([10, 0, 2, 2], 53), (H0_V4, 53)],
+        ));
+        ops.push(service(
+            Frontend::Vip { addr: ip4([192, 168, 1, 5]), port: 80 },
+            L4Protocol::Tcp,
+            vec![],
+        ));
+        ops.push(service(
+            Frontend::NodePort { port: DPORT },
+            L4Protocol::Udp,
+            vec![([10, 0, 3, 2], 5353)],
+        ));
         lab.apply(&ops);
         for (i, batch) in batches.iter().enumerate() {
             run_checked(&mut lab, batch, T0 + i as u64 * 400 * MS);

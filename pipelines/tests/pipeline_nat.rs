@@ -1,4 +1,4 @@
-//! Source NAT (masquerade) in the slow path: translation of the first and later packets,
+//! Source NAT (masquerade): translation of the first and later (flow-cached) packets,
 //! replies translated back, port allocation, exhaustion, ICMP echo, IPv6, expiry.
 
 mod common;

@@ -596,3 +596,89 @@ fn a_cached_nat_flow_whose_connection_expired_goes_back_to_the_slow_path() {
     assert_eq!(lab.pipeline.conntrack().len(), 1, "a new connection");
     assert_eq!(lab.pipeline.connections()[0].packets, [1, 0]);
 }
+
+#[test]
+fn icmpv6_errors_about_masqueraded_packets_are_translated_back() {
+    let mut lab = Lab::new();
+    lab.apply(&[TableOp::AddSnat {
+        rule: SnatRule {
+            vrf: VrfId(0),
+            source: prefix("2001:db8::/64"),
+            out_port: PortId(1),
+            to: None,
+            ports: (20000, 20999),
+        },
+    }]);
+    let far = v6b([0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 5]);
+    let probe = udp6_ports(H0, R[0], H0_V6, far, 2, 33434, 33435, b"probe");
+    let run = lab.send(0, &probe);
+    assert_eq!(run.verdict, Verdict::Transmit(PortId(1)));
+    let sent = ipv6_of(&run.frame).to_vec();
+    assert_eq!(&sent[8..24], &router_v6(1));
+    // Time exceeded (type 3) from the next hop, quoting the translated packet.
+    let error = icmp6_raw(
+        N[1],
+        R[1],
+        neighbor_v6(1),
+        router_v6(1),
+        64,
+        3,
+        0,
+        [0; 4],
+        &sent,
+    );
+    let back = lab.send(1, &error);
+    assert_eq!(back.verdict, Verdict::Transmit(PortId(0)));
+    let ip = ipv6_of(&back.frame);
+    assert_eq!(&ip[8..24], &neighbor_v6(1), "the hop stays visible");
+    assert_eq!(&ip[24..40], &H0_V6);
+    assert!(ipv6_l4_ok(ip, 40, 58), "ICMPv6 checksum");
+    let inner = &ip[48..];
+    assert_eq!(&inner[8..24], &H0_V6, "quote restored");
+    assert_eq!(u16::from_be_bytes([inner[40], inner[41]]), 33434);
+    // The whole datagram is quoted: it is H0's, byte for byte (UDP checksum included), but
+    // for the hop limit it left with.
+    let mut expected = ipv6_of(&probe).to_vec();
+    expected[7] -= 1;
+    assert_eq!(inner, expected.as_slice());
+}
+
+#[test]
+fn a_service_backend_behind_a_tunnel_is_reached_encapsulated_on_both_paths() {
+    let mut lab = Lab::vxlan();
+    let key = ServiceKey {
+        vrf: OVERLAY,
+        frontend: Frontend::Vip {
+            addr: ip4(VIP),
+            port: VIP_PORT,
+        },
+        protocol: L4Protocol::Tcp,
+    };
+    lab.apply(&[service(
+        key,
+        vec![Backend {
+            addr: ip4(REMOTE_POD_V4),
+            port: BACKEND_PORT,
+            weight: 1,
+        }],
+        None,
+    )]);
+    for (n, flags) in [(0u32, "S"), (1, "A")] {
+        let frame = tcp(POD, R5, POD_V4, VIP, 41000, VIP_PORT, flags, 1 + n, 1, b"");
+        let run = lab.send(P5, &frame);
+        assert_eq!(run.verdict, Verdict::Transmit(PortId(1)), "packet {n}");
+        let inner = &run.frame[VXLAN_OVERHEAD..];
+        assert_eq!(
+            tuple(inner),
+            ((POD_V4, 41000), (REMOTE_POD_V4, BACKEND_PORT)),
+            "packet {n}"
+        );
+        checksums_ok(inner);
+    }
+    assert_eq!(
+        lab.pipeline.counters().flow.hits,
+        1,
+        "NAT + encap on the hit path"
+    );
+    lab.assert_drops(&[]);
+}

@@ -442,7 +442,7 @@ impl Pipeline {
                 // flow's connection is updated here (state, timer, counters).
                 let (ttl, ip_len, now) = (m.ttl, m.ip_len, self.now_ms);
                 let conntrack = &mut self.conntrack;
-                let frame = packet.frame();
+                let received = &*packet;
                 match self.flow.lookup_usable(
                     &m.key,
                     m.hash,
@@ -453,7 +453,7 @@ impl Pipeline {
                         ttl > 1
                             && ip_len <= mtu
                             && nat.is_none_or(|nat| {
-                                Pipeline::nat_usable(conntrack, nat, frame, m, now)
+                                Pipeline::nat_usable(conntrack, nat, received.frame(), m, now)
                             })
                     },
                 ) {
