@@ -682,3 +682,63 @@ fn a_service_backend_behind_a_tunnel_is_reached_encapsulated_on_both_paths() {
     );
     lab.assert_drops(&[]);
 }
+
+#[test]
+fn a_udp_client_of_a_removed_backend_moves_while_tcp_stays() {
+    let udp_key = ServiceKey {
+        protocol: L4Protocol::Udp,
+        ..vip_key()
+    };
+    let mut lab = Lab::new();
+    let all: Vec<Backend> = BACKENDS.iter().map(|&p| backend(p)).collect();
+    lab.apply(&[
+        service(udp_key, all.clone(), None),
+        service(vip_key(), all, None),
+    ]);
+    let query = |sport| udp4_ports(H0, R[0], H0_V4, VIP, 64, sport, VIP_PORT, b"q");
+    // Find a UDP and a TCP client on the same backend.
+    let mut udp = None;
+    let mut tcp_sport = None;
+    for sport in 3000..3100u16 {
+        let u = backend_of(lab.send(0, &query(sport)).verdict);
+        let t = backend_of(lab.send(0, &syn(sport)).verdict);
+        if u == t {
+            udp = Some((sport, u));
+            tcp_sport = Some(sport);
+            break;
+        }
+    }
+    let (sport, old) = udp.expect("a UDP and a TCP connection on one backend");
+    let remaining: Vec<Backend> = BACKENDS
+        .iter()
+        .filter(|&&p| p != old)
+        .map(|&p| backend(p))
+        .collect();
+    lab.apply(&[
+        service(udp_key, remaining.clone(), None),
+        service(vip_key(), remaining, None),
+    ]);
+    let moved = backend_of(lab.send(0, &query(sport)).verdict);
+    assert_ne!(
+        moved, old,
+        "the UDP client still went to the removed backend"
+    );
+    let ack = tcp(
+        H0,
+        R[0],
+        H0_V4,
+        VIP,
+        tcp_sport.unwrap_or(0),
+        VIP_PORT,
+        "A",
+        1001,
+        1,
+        b"x",
+    );
+    assert_eq!(
+        backend_of(lab.send(0, &ack).verdict),
+        old,
+        "TCP keeps its backend"
+    );
+    lab.assert_drops(&[]);
+}

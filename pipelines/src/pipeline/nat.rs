@@ -26,6 +26,9 @@
 //! Contract and limitations:
 //! - Checksums are updated incrementally ([`crate::translate`]); an ICMP error's own checksum
 //!   is recomputed over its (small) message.
+//! - A UDP connection whose backend was removed from its Service (or whose Service is gone)
+//!   is forgotten at its client's next packet, which chooses again (kube-proxy clears such
+//!   conntrack entries); TCP connections keep their backend until they end.
 //! - Backend choice: client-IP affinity first (kube-proxy's semantics: the backend of the
 //!   client's last new connection to the Service, for the affinity time after it; a backend
 //!   since removed is not reused), else Maglev on a hash of the connection's tuple, the same
@@ -231,11 +234,15 @@ impl Pipeline {
                 if m.fragment {
                     return Err(DropReason::NatFragment);
                 }
-                return Ok(Plan::Tracked(action_to(
-                    &hit.translated,
-                    hit.id,
-                    hit.direction,
-                )));
+                if !self.stale_udp_backend(tables, m, &hit) {
+                    return Ok(Plan::Tracked(action_to(
+                        &hit.translated,
+                        hit.id,
+                        hit.direction,
+                    )));
+                }
+                // Its backend is gone: forgotten, and this packet chooses again below.
+                self.conntrack.remove(hit.id);
             }
         }
         if !tables.has_services() || m.later_fragment {
@@ -311,6 +318,41 @@ impl Pipeline {
             node_port,
             service: service.key,
             affinity_ms,
+        })
+    }
+
+    /// Whether `hit` is a UDP connection to a Service whose backend is no longer one of the
+    /// Service's (or whose Service is gone). Such a connection is forgotten when its client
+    /// sends again, as kube-proxy clears UDP conntrack entries of removed endpoints: UDP has
+    /// no end, and a client reusing its port would otherwise send to the removed backend
+    /// forever. TCP connections keep their backend until they end. Checked on the slow path
+    /// only, which every flow takes again after a table change.
+    fn stale_udp_backend(&self, tables: &Tables, m: &Meta, hit: &crate::conntrack::Hit) -> bool {
+        if m.key.protocol != 17 || hit.direction != Direction::Original || !tables.has_services() {
+            return false;
+        }
+        let to = &hit.translated;
+        if to.dst == m.key.dst && to.dst_port == m.key.dst_port {
+            return false; // source NAT only
+        }
+        let Some(key) = vip_key(m) else {
+            return false;
+        };
+        let node_port = ServiceKey {
+            frontend: Frontend::NodePort {
+                port: m.key.dst_port,
+            },
+            ..key
+        };
+        let service = tables
+            .balancer(&key)
+            .or_else(|| tables.balancer(&node_port))
+            .map(|(service, _)| service);
+        service.is_none_or(|service| {
+            !service
+                .backends
+                .iter()
+                .any(|b| (b.addr, b.port) == (to.dst_addr(), to.dst_port))
         })
     }
 
