@@ -153,6 +153,11 @@ pub struct NatAction {
     pub conn: crate::conntrack::ConnId,
     /// Which direction of it this flow is.
     pub direction: crate::conntrack::Direction,
+    /// Folded checksum adjustment of the IPv4 header for this rewrite (0 for IPv6).
+    pub ip_delta: u16,
+    /// Folded checksum adjustment of the L4 checksum (pseudo-header addresses and ports, or
+    /// an echo's identifier).
+    pub l4_delta: u16,
 }
 
 impl FlowAction {

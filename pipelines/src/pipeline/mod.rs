@@ -461,7 +461,7 @@ impl Pipeline {
                         m.next = Next::Done;
                         if action.nat {
                             let translated = match self.flow.nat(slot) {
-                                Some(nat) => nat::rewrite_nat(packet.frame_mut(), m, nat),
+                                Some(nat) => nat::rewrite_cached(packet.frame_mut(), m, nat),
                                 None => Err(DropReason::NextHopInvalid),
                             };
                             if let Err(reason) = translated {

@@ -129,8 +129,28 @@ pub(super) fn tcp_flags(frame: &[u8], m: &Meta) -> TcpFlags {
     }
 }
 
-/// The action that makes a packet with key `key` leave as `to`.
-fn action_to(to: &FlowKey, conn: ConnId, direction: Direction) -> NatAction {
+/// The action that makes a packet with key `key` leave as `to`, with the checksum
+/// adjustments of that rewrite computed once for every packet of the flow.
+fn action_to(key: &FlowKey, to: &FlowKey, conn: ConnId, direction: Direction) -> NatAction {
+    let addresses = if key.ipv6 {
+        checksum::delta_u128(key.src, to.src) + checksum::delta_u128(key.dst, to.dst)
+    } else {
+        checksum::delta_u32(key.src as u32, to.src as u32)
+            + checksum::delta_u32(key.dst as u32, to.dst as u32)
+    };
+    // An echo's identifier is its only "port" (both directions carry it in `src_port`).
+    let ports = if matches!(key.protocol, 1 | 58) {
+        checksum::delta_u16(key.src_port, to.src_port)
+    } else {
+        checksum::delta_u16(key.src_port, to.src_port)
+            + checksum::delta_u16(key.dst_port, to.dst_port)
+    };
+    // ICMPv4's checksum has no pseudo-header.
+    let l4 = if key.protocol == 1 {
+        ports
+    } else {
+        addresses + ports
+    };
     NatAction {
         src: to.src,
         dst: to.dst,
@@ -138,7 +158,63 @@ fn action_to(to: &FlowKey, conn: ConnId, direction: Direction) -> NatAction {
         dst_port: to.dst_port,
         conn,
         direction,
+        ip_delta: if key.ipv6 {
+            0
+        } else {
+            checksum::fold(addresses)
+        },
+        l4_delta: checksum::fold(l4),
     }
+}
+
+/// The hit path's rewrite of a packet of a cached NAT flow: the new addresses and ports are
+/// written and the checksums adjusted by the flow's precomputed deltas (the slow path's
+/// [`rewrite_nat`] computes the same result field by field). A zero UDP/IPv4 checksum stays
+/// zero.
+#[inline]
+pub(super) fn rewrite_cached(
+    frame: &mut [u8],
+    m: &Meta,
+    action: &NatAction,
+) -> Result<(), DropReason> {
+    let (l3, l4) = (m.l3 as usize, m.l4 as usize);
+    let protocol = m.key.protocol;
+    let (sum_at, ports_len) = match protocol {
+        6 => (16, 4),
+        17 => (6, 4),
+        1 | 58 => (2, 0),
+        _ => return Err(DropReason::L4Truncated),
+    };
+    if l4 == 0 || frame.len() < l4 + 8.max(sum_at + 2) {
+        return Err(DropReason::L4Truncated);
+    }
+    if m.key.ipv6 {
+        frame[l3 + 8..l3 + 24].copy_from_slice(&action.src.to_be_bytes());
+        frame[l3 + 24..l3 + 40].copy_from_slice(&action.dst.to_be_bytes());
+    } else {
+        frame[l3 + 12..l3 + 16].copy_from_slice(&(action.src as u32).to_be_bytes());
+        frame[l3 + 16..l3 + 20].copy_from_slice(&(action.dst as u32).to_be_bytes());
+        let header = u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]);
+        frame[l3 + 10..l3 + 12]
+            .copy_from_slice(&checksum::apply_delta(header, action.ip_delta).to_be_bytes());
+    }
+    if ports_len == 4 {
+        frame[l4..l4 + 2].copy_from_slice(&action.src_port.to_be_bytes());
+        frame[l4 + 2..l4 + 4].copy_from_slice(&action.dst_port.to_be_bytes());
+    } else {
+        frame[l4 + 4..l4 + 6].copy_from_slice(&action.src_port.to_be_bytes());
+    }
+    let old = u16::from_be_bytes([frame[l4 + sum_at], frame[l4 + sum_at + 1]]);
+    let new = if protocol == 17 && old == 0 && !m.key.ipv6 {
+        0
+    } else {
+        match checksum::apply_delta(old, action.l4_delta) {
+            0 if protocol == 17 => 0xffff,
+            sum => sum,
+        }
+    };
+    frame[l4 + sum_at..l4 + sum_at + 2].copy_from_slice(&new.to_be_bytes());
+    Ok(())
 }
 
 /// Rewrites the packet (key `m.key`, unchanged: the flow cache and the rest of the path keep
@@ -236,6 +312,7 @@ impl Pipeline {
                 }
                 if !self.stale_udp_backend(tables, m, &hit) {
                     return Ok(Plan::Tracked(action_to(
+                        &m.key,
                         &hit.translated,
                         hit.id,
                         hit.direction,
@@ -444,7 +521,12 @@ impl Pipeline {
         if let Some((service, ms, backend)) = service {
             self.remember_affinity(service, original.src, backend, ms);
         }
-        let action = action_to(&nat.translate(&original), id, Direction::Original);
+        let action = action_to(
+            &original,
+            &nat.translate(&original),
+            id,
+            Direction::Original,
+        );
         rewrite_nat(frame, m, &action)?;
         Ok(Some(action))
     }

@@ -170,6 +170,49 @@ impl PseudoHeaderAddr for Ipv6Addr {
     }
 }
 
+/// The RFC 1624 adjustment (`~m + m'` over its 16-bit words) for a 16-bit value changing;
+/// adjustments of several fields add up, and [`apply_delta`] applies their folded sum. Lets a
+/// caller that rewrites the same fields of many packets the same way (a NAT flow) compute the
+/// adjustment once.
+#[inline]
+pub fn delta_u16(old: u16, new: u16) -> u64 {
+    if old == new {
+        0
+    } else {
+        u64::from(!old) + u64::from(new)
+    }
+}
+
+/// [`delta_u16`] for a 32-bit value (an IPv4 address).
+#[inline]
+pub fn delta_u32(old: u32, new: u32) -> u64 {
+    if old == new {
+        0
+    } else {
+        words_u32(!old) + words_u32(new)
+    }
+}
+
+/// [`delta_u16`] for a 128-bit value (an IPv6 address).
+#[inline]
+pub fn delta_u128(old: u128, new: u128) -> u64 {
+    if old == new {
+        0
+    } else {
+        words_u128(!old) + words_u128(new)
+    }
+}
+
+/// Applies a folded adjustment ([`fold`] of summed deltas) to a checksum; 0 changes nothing.
+#[inline]
+pub fn apply_delta(old_checksum: u16, delta: u16) -> u16 {
+    if delta == 0 {
+        old_checksum
+    } else {
+        update(old_checksum, u64::from(delta))
+    }
+}
+
 /// RFC 1624 eqn. 3 over an accumulator holding `~m + m'` as 16-bit words.
 #[inline(always)]
 fn update(old_checksum: u16, delta: u64) -> u16 {
