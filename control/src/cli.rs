@@ -35,12 +35,13 @@ use crate::config::{
     Cidr, Config, ConfigError, NeighborConfig, PathConfig, PortConfig, VxlanConfig,
     DEFAULT_VXLAN_TTL,
 };
+use crate::nat::{ServiceConfig, ServiceRef};
 use crate::proto::{
     Change, DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortChange, PortStatus, Request,
     Response, Role, RouteChange, RouteEntry, StatsReport, Status, VxlanEntry,
 };
 use clap::Parser;
-use pipelines::tables::{DfPolicy, MAX_MTU, MAX_VNI, MIN_MTU};
+use pipelines::tables::{DfPolicy, L4Protocol, MAX_MTU, MAX_VNI, MIN_MTU};
 use pipelines::wire::EthernetAddress;
 use pipelines::{IpPrefix, VrfId};
 use std::ffi::OsString;
@@ -135,6 +136,17 @@ Commands:
             [df set|unset|inherit] [udpcsum|noudpcsum] [addr A.B.C.D/32]...
   vxlan del VNI
   vxlan list [VNI]
+  nat snat add src PREFIX out IFNAME [to IP] [ports LO-HI]
+  nat snat del src PREFIX out IFNAME
+  nat snat list
+  service add VIP:PORT/tcp|udp [backend IP:PORT[@WEIGHT]]... [affinity client-ip [timeout SECS]] [vrf ID]
+  service add node-port PORT/tcp|udp [backend ...]... [affinity ...] [vrf ID]
+  service del VIP:PORT/PROTO|node-port PORT/PROTO [vrf ID]
+  service backend add|del VIP:PORT/PROTO|node-port PORT/PROTO IP:PORT[@WEIGHT] [vrf ID]
+  service list
+  conntrack list [src PREFIX] [dst PREFIX] [proto tcp|udp|icmp] [limit N]
+  conntrack flush
+  conntrack stats
   flow list [limit N]
   stats
   drops [all]
@@ -180,6 +192,35 @@ const USAGE: &[(&str, &str)] = &[
     ),
     ("vxlan", "vxlan del VNI"),
     ("vxlan", "vxlan list [VNI]"),
+    (
+        "nat",
+        "nat snat add src PREFIX out IFNAME [to IP] [ports LO-HI]",
+    ),
+    ("nat", "nat snat del src PREFIX out IFNAME"),
+    ("nat", "nat snat list"),
+    (
+        "service",
+        "service add VIP:PORT/tcp|udp [backend IP:PORT[@WEIGHT]]... [affinity client-ip [timeout SECS]] [vrf ID]",
+    ),
+    (
+        "service",
+        "service add node-port PORT/tcp|udp [backend IP:PORT[@WEIGHT]]... [affinity client-ip [timeout SECS]] [vrf ID]",
+    ),
+    (
+        "service",
+        "service del VIP:PORT/PROTO|node-port PORT/PROTO [vrf ID]",
+    ),
+    (
+        "service",
+        "service backend add|del VIP:PORT/PROTO|node-port PORT/PROTO IP:PORT[@WEIGHT] [vrf ID]",
+    ),
+    ("service", "service list"),
+    (
+        "conntrack",
+        "conntrack list [src PREFIX] [dst PREFIX] [proto tcp|udp|icmp] [limit N]",
+    ),
+    ("conntrack", "conntrack flush"),
+    ("conntrack", "conntrack stats"),
     ("flow", "flow list [limit N]"),
     ("stats", "stats"),
     ("drops", "drops [all]"),
@@ -260,6 +301,16 @@ pub enum Command {
         /// Only this VNI.
         vni: Option<u32>,
     },
+    /// `nat snat list`.
+    SnatList,
+    /// `service list`.
+    ServiceList,
+    /// `conntrack list [...]`.
+    ConntrackList(ConntrackFilter),
+    /// `conntrack flush`.
+    ConntrackFlush,
+    /// `conntrack stats`.
+    ConntrackStats,
     /// `flow list [limit N]`.
     FlowList {
         /// At most this many flows.
@@ -294,6 +345,12 @@ impl Command {
             Command::NeighList { .. } => Request::Neighbors,
             Command::VxlanList { .. } => Request::Vxlans,
             Command::FlowList { limit } => Request::Flows { limit: *limit },
+            Command::SnatList | Command::ServiceList => Request::ShowConfig,
+            Command::ConntrackList(filter) => Request::Connections {
+                limit: filter.limit,
+            },
+            Command::ConntrackFlush => Request::FlushConnections,
+            Command::ConntrackStats => Request::Connections { limit: 0 },
             Command::Stats => Request::Stats,
             Command::Drops { .. } => Request::Drops,
             Command::Status => Request::Status,
@@ -324,10 +381,16 @@ const OBJECTS: &[(&str, &str)] = &[
     ("show", "show"),
     ("batch", "batch"),
     ("help", "help"),
+    ("nat", "nat"),
+    ("service", "service"),
+    ("svc", "service"),
+    ("conntrack", "conntrack"),
+    ("ct", "conntrack"),
 ];
 
 const OBJECT_LIST: &str =
-    "port, route, neigh, vxlan, flow, stats, drops, status, apply, batch, show, help";
+    "port, route, neigh, vxlan, nat, service, conntrack, flow, stats, drops, \
+     status, apply, batch, show, help";
 
 /// Resolves `word` against `table` (keyword, value): an exact match, else the first keyword
 /// in table order that `word` is a prefix of.
@@ -493,6 +556,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         "route" => parse_route(&mut words),
         "neigh" => parse_neigh(&mut words),
         "vxlan" => parse_vxlan(&mut words),
+        "nat" => parse_nat(&mut words),
+        "service" => parse_service(&mut words),
+        "conntrack" => parse_conntrack(&mut words),
         "flow" => {
             words.verb(SHOW_VERBS, Some(Verb::List))?;
             let mut limit = None;
@@ -1350,6 +1416,12 @@ fn payload_json(response: &Response) -> String {
         Response::Drops { drops } => serde_json::to_string_pretty(&Payload("drops", drops)),
         Response::Vxlans { vxlans } => serde_json::to_string_pretty(&Payload("vxlans", vxlans)),
         Response::Flows { flows } => serde_json::to_string_pretty(&Payload("flows", flows)),
+        Response::Connections { conntrack } => {
+            serde_json::to_string_pretty(&Payload("connections", &conntrack.connections))
+        }
+        Response::Flushed { connections } => {
+            serde_json::to_string_pretty(&Payload("flushed", connections))
+        }
         Response::Status { status } => serde_json::to_string_pretty(&Payload("status", status)),
     };
     let mut text = text.unwrap_or_else(|e| format!("{{\"error\": \"cannot encode: {e}\"}}"));
@@ -1425,6 +1497,52 @@ pub fn render(command: &Command, response: Response, json: bool) -> Result<Rende
             }
             Response::Vxlans { vxlans }
         }
+        (Command::SnatList, Response::Config { config }) => {
+            if !json {
+                rendered.stdout = render_snats(&config.snats);
+                return Ok(rendered);
+            }
+            rendered.stdout = json_payload("snat", &config.snats);
+            return Ok(rendered);
+        }
+        (Command::ServiceList, Response::Config { config }) => {
+            if !json {
+                rendered.stdout = render_services(&config.services);
+                return Ok(rendered);
+            }
+            rendered.stdout = json_payload("services", &config.services);
+            return Ok(rendered);
+        }
+        (Command::ConntrackList(filter), Response::Connections { mut conntrack }) => {
+            conntrack
+                .connections
+                .retain(|c| filter.matches(&c.connection));
+            if !json {
+                rendered.stdout = render_connections(&conntrack.connections);
+            }
+            Response::Connections { conntrack }
+        }
+        (Command::ConntrackStats, Response::Connections { conntrack }) => {
+            if !json {
+                rendered.stdout = render_conntrack_stats(&conntrack);
+                return Ok(rendered);
+            }
+            rendered.stdout = json_payload(
+                "conntrack",
+                &ConntrackSummary {
+                    capacity: conntrack.capacity,
+                    memory_bytes: conntrack.memory_bytes,
+                    counters: conntrack.counters,
+                },
+            );
+            return Ok(rendered);
+        }
+        (Command::ConntrackFlush, Response::Flushed { connections }) => {
+            if !json {
+                rendered.stdout = format!("{connections} connections flushed\n");
+            }
+            Response::Flushed { connections }
+        }
         (Command::FlowList { .. }, Response::Flows { flows }) => {
             if !json {
                 rendered.stdout = render_flows(&flows);
@@ -1469,6 +1587,9 @@ fn expected_response(command: &Command) -> &'static str {
         Command::NeighList { .. } => "neighbors",
         Command::VxlanList { .. } => "vxlans",
         Command::FlowList { .. } => "flows",
+        Command::SnatList | Command::ServiceList => "config",
+        Command::ConntrackList(_) | Command::ConntrackStats => "connections",
+        Command::ConntrackFlush => "flushed",
         Command::Stats => "stats",
         Command::Drops { .. } => "drops",
         Command::Status => "status",
@@ -2015,6 +2136,537 @@ fn write_output(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// NAT: `nat snat ...`, `service ...`, `conntrack ...`
+
+/// Most connections `conntrack list` asks for (per request; filters apply to these).
+pub const DEFAULT_CONNTRACK_LIMIT: usize = 10_000;
+
+/// Which connections `conntrack list` shows (matched on the original direction).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConntrackFilter {
+    /// Original source within.
+    pub src: Option<IpPrefix>,
+    /// Original destination within.
+    pub dst: Option<IpPrefix>,
+    /// IP protocol number.
+    pub protocol: Option<u8>,
+    /// At most this many (asked of the dataplane, before filtering).
+    pub limit: usize,
+}
+
+impl ConntrackFilter {
+    fn matches(&self, c: &pipelines::conntrack::Connection) -> bool {
+        let within = |prefix: &Option<IpPrefix>, addr: IpAddr| {
+            prefix.is_none_or(|p| match (p, addr) {
+                (IpPrefix::V4(p), IpAddr::V4(a)) => p.contains(a),
+                (IpPrefix::V6(p), IpAddr::V6(a)) => p.contains(a),
+                _ => false,
+            })
+        };
+        within(&self.src, c.original.src_addr())
+            && within(&self.dst, c.original.dst_addr())
+            && self.protocol.is_none_or(|p| p == c.original.protocol)
+    }
+}
+
+/// `conntrack stats -j`.
+#[derive(serde::Serialize)]
+struct ConntrackSummary {
+    capacity: u64,
+    memory_bytes: u64,
+    counters: pipelines::conntrack::ConntrackCounters,
+}
+
+fn json_payload<T: serde::Serialize>(key: &'static str, value: &T) -> String {
+    let mut text = serde_json::to_string_pretty(&Payload(key, value))
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot encode: {e}\"}}"));
+    text.push('\n');
+    text
+}
+
+fn parse_nat(words: &mut Words<'_>) -> Result<Command, UsageError> {
+    let what = words.required("nat", "snat")?;
+    if what != "snat" {
+        return Err(words.error(format!("unknown 'nat {what}'; expected nat snat ...")));
+    }
+    match words.verb(CHANGE_VERBS, Some(Verb::List))? {
+        Verb::List => {
+            words.finish("nat snat list")?;
+            Ok(Command::SnatList)
+        }
+        verb => {
+            let mut source = None;
+            let mut out = None;
+            let mut to = None;
+            let mut ports = None;
+            while let Some(word) = words.next() {
+                match word {
+                    "src" | "source" => {
+                        let value = words.value(word, "a prefix")?;
+                        let prefix: IpPrefix = value
+                            .parse()
+                            .map_err(|e| words.error(format!("bad prefix {value}: {e}")))?;
+                        set_once(&mut source, prefix, "src", words)?;
+                    }
+                    "out" | "dev" => {
+                        let value = words.value(word, "the egress interface")?;
+                        let name = parse_ifname(words, value)?;
+                        set_once(&mut out, name, "out", words)?;
+                    }
+                    "to" if verb == Verb::Add => {
+                        let value = words.value("to", "an address")?;
+                        let address = parse_ip(words, "to", value)?;
+                        set_once(&mut to, address, "to", words)?;
+                    }
+                    "ports" if verb == Verb::Add => {
+                        let value = words.value("ports", "LO-HI")?;
+                        let range: crate::nat::PortRange = value
+                            .parse()
+                            .map_err(|e: String| words.error(format!("bad ports: {e}")))?;
+                        set_once(&mut ports, range, "ports", words)?;
+                    }
+                    other => return Err(words.error(format!("unexpected '{other}' in nat snat"))),
+                }
+            }
+            let source = source.ok_or_else(|| words.error("nat snat needs src PREFIX"))?;
+            let out = out.ok_or_else(|| words.error("nat snat needs out IFNAME"))?;
+            if let Some(to) = to {
+                if to.is_ipv6() != matches!(source, IpPrefix::V6(_)) {
+                    return Err(words.error(format!(
+                        "to {to} is not of the source prefix's address family"
+                    )));
+                }
+            }
+            Ok(Command::Change(vec![if verb == Verb::Add {
+                Change::AddSnat(crate::nat::SnatConfig {
+                    source,
+                    out,
+                    to,
+                    ports,
+                })
+            } else {
+                Change::DelSnat { source, out }
+            }]))
+        }
+    }
+}
+
+/// `VIP:PORT/PROTO` or `node-port PORT/PROTO`, then an optional `vrf ID` found later.
+fn parse_service_ref(words: &mut Words<'_>, command: &str) -> Result<ServiceRef, UsageError> {
+    let first = words.required(command, "VIP:PORT/PROTO or node-port PORT/PROTO")?;
+    let (frontend, protocol) = if first == "node-port" || first == "nodeport" {
+        let value = words.value("node-port", "PORT/PROTO")?;
+        let (port, protocol) = split_protocol(words, value)?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| words.error(format!("bad node port '{port}': expected 1-65535")))?;
+        ((None, Some(port)), protocol)
+    } else {
+        let (vip, protocol) = split_protocol(words, first)?;
+        let vip = crate::nat::parse_endpoint(vip).map_err(|e| words.error(e))?;
+        ((Some(vip), None), protocol)
+    };
+    Ok(ServiceRef {
+        vip: frontend.0,
+        node_port: frontend.1,
+        protocol,
+        vrf: 0,
+    })
+}
+
+fn split_protocol<'w>(
+    words: &Words<'_>,
+    value: &'w str,
+) -> Result<(&'w str, L4Protocol), UsageError> {
+    let (endpoint, protocol) = value
+        .rsplit_once('/')
+        .ok_or_else(|| words.error(format!("'{value}' needs a protocol: append /tcp or /udp")))?;
+    let protocol = match protocol {
+        "tcp" => L4Protocol::Tcp,
+        "udp" => L4Protocol::Udp,
+        other => return Err(words.error(format!("bad protocol '{other}': expected tcp or udp"))),
+    };
+    Ok((endpoint, protocol))
+}
+
+fn parse_backend(words: &Words<'_>, value: &str) -> Result<crate::nat::BackendSpec, UsageError> {
+    value
+        .parse()
+        .map_err(|e: String| words.error(format!("bad backend: {e}")))
+}
+
+fn parse_service(words: &mut Words<'_>) -> Result<Command, UsageError> {
+    if words.peek() == Some("backend") || words.peek() == Some("backends") {
+        words.next();
+        let verb = words.verb(CHANGE_VERBS, None)?;
+        if verb == Verb::List {
+            return Err(words.error("service backend takes add or del (see service list)"));
+        }
+        let mut service = parse_service_ref(words, "service backend")?;
+        let value = words.required("service backend", "a backend IP:PORT[@WEIGHT]")?;
+        let backend = parse_backend(words, value)?;
+        while let Some(word) = words.next() {
+            match word {
+                "vrf" | "table" => {
+                    let value = words.value(word, "a VRF id")?;
+                    service.vrf = parse_vrf(words, value)?;
+                }
+                other => {
+                    return Err(words.error(format!("unexpected '{other}' in service backend")))
+                }
+            }
+        }
+        if verb == Verb::Delete && backend.weight != 1 {
+            return Err(words.error("service backend del takes IP:PORT without a weight"));
+        }
+        return Ok(Command::Change(vec![if verb == Verb::Add {
+            Change::AddBackend { service, backend }
+        } else {
+            Change::DelBackend {
+                service,
+                backend: backend.addr,
+            }
+        }]));
+    }
+    match words.verb(CHANGE_VERBS, Some(Verb::List))? {
+        Verb::List => {
+            words.finish("service list")?;
+            Ok(Command::ServiceList)
+        }
+        Verb::Delete => {
+            let mut service = parse_service_ref(words, "service del")?;
+            while let Some(word) = words.next() {
+                match word {
+                    "vrf" | "table" => {
+                        let value = words.value(word, "a VRF id")?;
+                        service.vrf = parse_vrf(words, value)?;
+                    }
+                    other => {
+                        return Err(words.error(format!("unexpected '{other}' in service del")))
+                    }
+                }
+            }
+            Ok(Command::Change(vec![Change::DelService { service }]))
+        }
+        Verb::Add => {
+            let identity = parse_service_ref(words, "service add")?;
+            let mut config = ServiceConfig {
+                vip: identity.vip,
+                node_port: identity.node_port,
+                protocol: identity.protocol,
+                backends: Vec::new(),
+                affinity: None,
+                affinity_timeout: None,
+                vrf: 0,
+            };
+            let mut vrf = None;
+            while let Some(word) = words.next() {
+                match word {
+                    "backend" => {
+                        let value = words.value("backend", "IP:PORT[@WEIGHT]")?;
+                        config.backends.push(parse_backend(words, value)?);
+                    }
+                    "affinity" => {
+                        let value = words.value("affinity", "client-ip")?;
+                        if value != "client-ip" && value != "clientip" {
+                            return Err(
+                                words.error(format!("bad affinity '{value}': expected client-ip"))
+                            );
+                        }
+                        set_once(
+                            &mut config.affinity,
+                            crate::nat::Affinity::ClientIp,
+                            "affinity",
+                            words,
+                        )?;
+                        if words.peek() == Some("timeout") {
+                            words.next();
+                            let value = words.value("timeout", "seconds")?;
+                            let secs = value.parse::<u32>().ok().ok_or_else(|| {
+                                words.error(format!("bad timeout '{value}': expected seconds"))
+                            })?;
+                            config.affinity_timeout = Some(secs);
+                        }
+                    }
+                    "vrf" | "table" => {
+                        let value = words.value(word, "a VRF id")?;
+                        let id = parse_vrf(words, value)?;
+                        set_once(&mut vrf, id, "vrf", words)?;
+                    }
+                    other => {
+                        return Err(words.error(format!(
+                            "unexpected '{other}' in service add; expected backend, affinity or vrf"
+                        )))
+                    }
+                }
+            }
+            config.vrf = vrf.unwrap_or(0);
+            config.validate().map_err(|e| words.error(e))?;
+            Ok(Command::Change(vec![Change::AddService(config)]))
+        }
+    }
+}
+
+fn parse_conntrack(words: &mut Words<'_>) -> Result<Command, UsageError> {
+    const VERBS: &[(&str, Verb)] = &[
+        ("list", Verb::List),
+        ("show", Verb::List),
+        ("ls", Verb::List),
+        ("flush", Verb::Delete),
+        ("stats", Verb::Add),
+    ];
+    match words.verb(VERBS, Some(Verb::List))? {
+        Verb::Delete => {
+            words.finish("conntrack flush")?;
+            Ok(Command::ConntrackFlush)
+        }
+        Verb::Add => {
+            words.finish("conntrack stats")?;
+            Ok(Command::ConntrackStats)
+        }
+        Verb::List => {
+            let mut filter = ConntrackFilter {
+                src: None,
+                dst: None,
+                protocol: None,
+                limit: DEFAULT_CONNTRACK_LIMIT,
+            };
+            let mut limit = None;
+            while let Some(word) = words.next() {
+                match word {
+                    "src" | "dst" => {
+                        let value = words.value(word, "a prefix")?;
+                        let prefix: IpPrefix = value
+                            .parse()
+                            .map_err(|e| words.error(format!("bad prefix {value}: {e}")))?;
+                        let slot = if word == "src" {
+                            &mut filter.src
+                        } else {
+                            &mut filter.dst
+                        };
+                        set_once(slot, prefix, word, words)?;
+                    }
+                    "proto" | "protocol" => {
+                        let value = words.value(word, "tcp, udp or icmp")?;
+                        let number = match value {
+                            "tcp" => 6,
+                            "udp" => 17,
+                            "icmp" => 1,
+                            "icmpv6" | "ipv6-icmp" => 58,
+                            _ => {
+                                return Err(words.error(format!(
+                                    "bad protocol '{value}': expected tcp, udp, icmp or icmpv6"
+                                )))
+                            }
+                        };
+                        set_once(&mut filter.protocol, number, "proto", words)?;
+                    }
+                    "limit" => {
+                        let value = words.value("limit", "a number of connections")?;
+                        let n =
+                            value
+                                .parse::<usize>()
+                                .ok()
+                                .filter(|n| *n > 0)
+                                .ok_or_else(|| {
+                                    words.error(format!(
+                                        "bad limit '{value}': expected a number above 0"
+                                    ))
+                                })?;
+                        set_once(&mut limit, n, "limit", words)?;
+                    }
+                    other => {
+                        return Err(words.error(format!(
+                        "unexpected '{other}' in conntrack list; expected src, dst, proto or limit"
+                    )))
+                    }
+                }
+            }
+            filter.limit = limit.unwrap_or(DEFAULT_CONNTRACK_LIMIT);
+            Ok(Command::ConntrackList(filter))
+        }
+    }
+}
+
+/// `nat snat list`.
+pub fn render_snats(rules: &[crate::nat::SnatConfig]) -> String {
+    let mut table = Table::new(&[
+        ("SOURCE", false),
+        ("OUT", false),
+        ("TO", false),
+        ("PORTS", false),
+    ]);
+    for rule in rules {
+        table.row(vec![
+            rule.source.to_string(),
+            rule.out.clone(),
+            rule.to.map_or("(port address)".into(), |a| a.to_string()),
+            rule.ports
+                .unwrap_or(crate::nat::DEFAULT_SNAT_PORTS)
+                .to_string(),
+        ]);
+    }
+    table.render()
+}
+
+/// `service list`.
+pub fn render_services(services: &[ServiceConfig]) -> String {
+    let mut table = Table::new(&[
+        ("VRF", true),
+        ("FRONTEND", false),
+        ("PROTO", false),
+        ("AFFINITY", false),
+        ("BACKENDS", false),
+    ]);
+    for service in services {
+        let frontend = match (service.vip, service.node_port) {
+            (Some(vip), _) => vip.to_string(),
+            (None, Some(port)) => format!("node-port {port}"),
+            (None, None) => "?".into(),
+        };
+        let affinity = match service.affinity {
+            Some(_) => format!(
+                "client-ip {}s",
+                service
+                    .affinity_timeout
+                    .unwrap_or(crate::nat::DEFAULT_AFFINITY_SECS)
+            ),
+            None => "-".into(),
+        };
+        let backends = if service.backends.is_empty() {
+            "(none: refused)".to_string()
+        } else {
+            service
+                .backends
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        table.row(vec![
+            service.vrf.to_string(),
+            frontend,
+            service.protocol.to_string(),
+            affinity,
+            backends,
+        ]);
+    }
+    table.render()
+}
+
+fn state_name(state: &pipelines::conntrack::State) -> String {
+    use pipelines::conntrack::{State, TcpState};
+    match state {
+        State::Tcp(s) => match s {
+            TcpState::None => "NONE",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::Established => "ESTABLISHED",
+            TcpState::FinWait => "FIN_WAIT",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+        }
+        .into(),
+        State::Unreplied => "UNREPLIED".into(),
+        State::Replied => "REPLIED".into(),
+    }
+}
+
+/// `conntrack list`: each connection's original tuple, then the reply tuple as the peer sends
+/// it (its source is where the connection really went; its destination is the translated
+/// source), state, age, idle, time left, packets and bytes per direction.
+pub fn render_connections(connections: &[crate::proto::ConnectionEntry]) -> String {
+    let mut table = Table::new(&[
+        ("W", true),
+        ("PROTO", false),
+        ("STATE", false),
+        ("ORIGINAL", false),
+        ("", false),
+        ("", false),
+        ("REPLY", false),
+        ("", false),
+        ("", false),
+        ("AGE", true),
+        ("IDLE", true),
+        ("EXPIRES", true),
+        ("PACKETS", true),
+        ("BYTES", true),
+    ]);
+    for entry in connections {
+        let c = &entry.connection;
+        let ports = matches!(c.original.protocol, 6 | 17);
+        let echo = matches!(c.original.protocol, 1 | 58);
+        let show = |addr: IpAddr, port: u16| {
+            if echo {
+                format!("{addr} id {port}")
+            } else {
+                endpoint(addr, port, ports)
+            }
+        };
+        table.row(vec![
+            entry.worker.to_string(),
+            protocol_name(c.original.protocol),
+            state_name(&c.state),
+            show(c.original.src_addr(), c.original.src_port),
+            "->".into(),
+            if echo {
+                c.original.dst_addr().to_string()
+            } else {
+                endpoint(c.original.dst_addr(), c.original.dst_port, ports)
+            },
+            show(c.reply.src_addr(), c.reply.src_port),
+            "->".into(),
+            if echo {
+                c.reply.dst_addr().to_string()
+            } else {
+                endpoint(c.reply.dst_addr(), c.reply.dst_port, ports)
+            },
+            format_idle_ms(c.age_ms.into()),
+            format_idle_ms(c.idle_ms.into()),
+            format_idle_ms(c.expires_in_ms.into()),
+            format!("{}/{}", c.packets[0], c.packets[1]),
+            format!("{}/{}", c.bytes[0], c.bytes[1]),
+        ]);
+    }
+    table.render()
+}
+
+/// `conntrack stats`.
+pub fn render_conntrack_stats(report: &crate::proto::ConntrackReport) -> String {
+    let c = &report.counters;
+    format!(
+        "live {}  capacity {}  memory {}\n\
+         created {}  refused-full {}  evicted-embryonic {}  evicted-closing {}  expired {}  \
+         removed {}  invalid {}  lookups {}  hits {}\n",
+        c.live,
+        report.capacity,
+        human_bytes(report.memory_bytes),
+        c.created,
+        c.refused_full,
+        c.evicted_embryonic,
+        c.evicted_closing,
+        c.expired,
+        c.removed,
+        c.invalid,
+        c.lookups,
+        c.hits,
+    )
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes >= MIB {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2091,7 +2743,7 @@ mod tests {
         let e = parse("xyz").unwrap_err();
         assert_eq!(
             e.message,
-            "unknown object 'xyz'; expected one of port, route, neigh, vxlan, flow, stats, drops, status, apply, batch, show, help"
+            "unknown object 'xyz'; expected one of port, route, neigh, vxlan, nat, service, conntrack, flow, stats, drops, status, apply, batch, show, help"
         );
         assert_eq!(e.object, None);
         assert!(parse("").unwrap_err().message.starts_with("missing object"));
@@ -3380,5 +4032,164 @@ VRF  PREFIX       KIND       VIA       DEV
         assert!(out.contains("last error      port veth9 missing"), "{out}");
         server.join().unwrap();
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn nat_service_and_conntrack_commands_parse() {
+        match parse("nat snat add src 10.244.0.0/16 out eth1 to 192.168.1.1 ports 2000-3000")
+            .unwrap()
+        {
+            Command::Change(changes) => match &changes[0] {
+                Change::AddSnat(rule) => {
+                    assert_eq!(rule.out, "eth1");
+                    assert_eq!(rule.ports.unwrap().low, 2000);
+                    assert_eq!(rule.to, Some("192.168.1.1".parse().unwrap()));
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("nat snat del src 10.244.0.0/16 out eth1").unwrap(),
+            Command::Change(c) if matches!(c[0], Change::DelSnat { .. })
+        ));
+        assert_eq!(parse("nat snat list").unwrap(), Command::SnatList);
+        match parse(
+            "service add 10.96.0.10:80/tcp backend 10.0.1.5:8080 backend 10.0.1.6:8080@3 affinity client-ip timeout 60 vrf 2",
+        )
+        .unwrap()
+        {
+            Command::Change(changes) => match &changes[0] {
+                Change::AddService(s) => {
+                    assert_eq!(s.backends.len(), 2);
+                    assert_eq!(s.backends[1].weight, 3);
+                    assert_eq!(s.affinity_timeout, Some(60));
+                    assert_eq!(s.vrf, 2);
+                    assert_eq!(s.protocol, L4Protocol::Tcp);
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        match parse("service add node-port 30080/udp").unwrap() {
+            Command::Change(changes) => match &changes[0] {
+                Change::AddService(s) => {
+                    assert_eq!(s.node_port, Some(30080));
+                    assert!(s.backends.is_empty());
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        match parse("service add [fd00::10]:53/udp backend [fd00::5]:5353").unwrap() {
+            Command::Change(changes) => {
+                assert!(matches!(&changes[0], Change::AddService(s) if s.vip.unwrap().is_ipv6()))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("service backend del 10.96.0.10:80/tcp 10.0.1.5:8080").unwrap() {
+            Command::Change(changes) => {
+                assert!(
+                    matches!(&changes[0], Change::DelBackend { backend, .. } if backend.port() == 8080)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("service del node-port 30080/udp vrf 1").unwrap(),
+            Command::Change(c) if matches!(&c[0], Change::DelService { service } if service.vrf == 1)
+        ));
+        assert_eq!(parse("service list").unwrap(), Command::ServiceList);
+        assert_eq!(parse("svc").unwrap(), Command::ServiceList);
+        match parse("conntrack list src 10.0.0.0/8 proto tcp limit 5").unwrap() {
+            Command::ConntrackList(filter) => {
+                assert_eq!(filter.protocol, Some(6));
+                assert_eq!(filter.limit, 5);
+                assert!(filter.src.is_some() && filter.dst.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse("conntrack flush").unwrap(), Command::ConntrackFlush);
+        assert_eq!(parse("ct stats").unwrap(), Command::ConntrackStats);
+
+        for (line, expected) in [
+            ("nat snat add out eth1", "needs src"),
+            ("nat snat add src 10.0.0.0/8", "needs out"),
+            ("nat snat add src 10.0.0.0/8 out eth1 ports 9-1", "LO <= HI"),
+            (
+                "nat snat add src 10.0.0.0/8 out eth1 to fd00::1",
+                "address family",
+            ),
+            ("nat dnat add", "nat snat"),
+            (
+                "service add 10.96.0.10:80 backend 10.0.0.1:1",
+                "needs a protocol",
+            ),
+            ("service add 10.96.0.10:80/sctp", "bad protocol"),
+            ("service add 10.96.0.10/tcp", "IP:PORT"),
+            (
+                "service add 10.96.0.10:80/tcp backend 10.0.0.1:1@0",
+                "weight",
+            ),
+            (
+                "service add 10.96.0.10:80/tcp backend 10.0.0.1:1 backend 10.0.0.1:1",
+                "twice",
+            ),
+            ("service add 10.96.0.10:80/tcp affinity sticky", "client-ip"),
+            ("service add node-port 0/tcp", "node port"),
+            (
+                "service backend del 10.96.0.10:80/tcp 10.0.0.1:1@2",
+                "without a weight",
+            ),
+            ("conntrack list proto sctp", "bad protocol"),
+            ("conntrack flush now", "unexpected"),
+        ] {
+            let message = parse_err(line);
+            assert!(message.contains(expected), "{line}: {message}");
+        }
+    }
+
+    #[test]
+    fn connections_render_both_tuples() {
+        use pipelines::conntrack::{ConnTable, ConntrackConfig, Nat, Translation};
+        use pipelines::wire::TcpFlags;
+        let mut table = ConnTable::new(ConntrackConfig {
+            capacity: 16,
+            ..ConntrackConfig::default()
+        });
+        let original = pipelines::flow::FlowKey {
+            src: u32::from(Ipv4Addr::new(10, 0, 1, 2)) as u128,
+            dst: u32::from(Ipv4Addr::new(10, 96, 0, 10)) as u128,
+            vrf: 0,
+            protocol: 6,
+            ipv6: false,
+            src_port: 40000,
+            dst_port: 80,
+        };
+        let nat = Nat {
+            src: None,
+            dst: Some(Translation::new("10.0.2.5".parse().unwrap(), 8080)),
+        };
+        table
+            .create(&original, &nat, TcpFlags::SYN, 60, 0)
+            .expect("created");
+        let connections: Vec<crate::proto::ConnectionEntry> = table
+            .iter(10)
+            .map(|connection| crate::proto::ConnectionEntry {
+                worker: 0,
+                connection,
+            })
+            .collect();
+        let text = render_connections(&connections);
+        assert!(text.contains("SYN_SENT"), "{text}");
+        assert!(text.contains("10.0.1.2:40000  ->  10.96.0.10:80"), "{text}");
+        assert!(text.contains("10.0.2.5:8080  ->  10.0.1.2:40000"), "{text}");
+        let filter = ConntrackFilter {
+            src: Some("10.0.1.0/24".parse().unwrap()),
+            dst: None,
+            protocol: Some(17),
+            limit: 10,
+        };
+        assert!(!filter.matches(&connections[0].connection));
     }
 }

@@ -332,6 +332,8 @@ pub fn response_name(response: &Response) -> &'static str {
         Response::Drops { .. } => "drops",
         Response::Vxlans { .. } => "vxlans",
         Response::Flows { .. } => "flows",
+        Response::Connections { .. } => "connections",
+        Response::Flushed { .. } => "flushed",
         Response::Status { .. } => "status",
     }
 }

@@ -32,6 +32,8 @@
 //! vxlan = 100
 //! remote = "192.168.100.2"
 //! ```
+//! NAT (`[[snat]]`, `[[service]]`) is described in [`crate::nat`].
+//!
 //! [`Config::parse`] reports syntax errors with their line (from the TOML parser) and
 //! semantic errors with the line of the `[[port]]`/`[[route]]`/`[[neighbor]]`/`[[vxlan]]`
 //! table at fault.
@@ -44,6 +46,7 @@
 //! are made by building the tables in memory ([`Config::check_tables`]), so the daemon refuses
 //! such a file before any change reaches the dataplane.
 
+use crate::nat::{ServiceConfig, SnatConfig};
 use pipelines::lpm::LpmError;
 use pipelines::tables::{
     DfPolicy, InterfaceAddress, RouteTarget, TableOp, Tables, VxlanParams, MAX_VNI, VXLAN_OVERHEAD,
@@ -334,6 +337,12 @@ pub struct Config {
     /// Neighbors.
     #[serde(default, rename = "neighbor", skip_serializing_if = "Vec::is_empty")]
     pub neighbors: Vec<NeighborConfig>,
+    /// Source NAT rules.
+    #[serde(default, rename = "snat", skip_serializing_if = "Vec::is_empty")]
+    pub snats: Vec<SnatConfig>,
+    /// Services.
+    #[serde(default, rename = "service", skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceConfig>,
 }
 
 /// Where in the document an error is.
@@ -349,6 +358,10 @@ pub enum Item {
     Neighbor(usize),
     /// `[[vxlan]]` n.
     Vxlan(usize),
+    /// `[[snat]]` n.
+    Snat(usize),
+    /// `[[service]]` n.
+    Service(usize),
 }
 
 impl Item {
@@ -359,6 +372,8 @@ impl Item {
             Item::Route(i) => ("route", *i),
             Item::Neighbor(i) => ("neighbor", *i),
             Item::Vxlan(i) => ("vxlan", *i),
+            Item::Snat(i) => ("snat", *i),
+            Item::Service(i) => ("service", *i),
         }
     }
 }
@@ -662,6 +677,34 @@ impl Config {
                 return Err(err("configured twice".into()));
             }
         }
+        let mut snats = HashSet::new();
+        for (i, rule) in self.snats.iter().enumerate() {
+            let err =
+                |m: String| ConfigError::invalid(Item::Snat(i), self.describe(Item::Snat(i)), m);
+            if self.port(&rule.out).is_none() {
+                return Err(err(format!("out {} is not a configured port", rule.out)));
+            }
+            if let Some(to) = rule.to {
+                if to.is_ipv6() != matches!(rule.source, IpPrefix::V6(_)) {
+                    return Err(err(format!(
+                        "to {to} is not of the source's address family"
+                    )));
+                }
+            }
+            if !snats.insert(rule.identity()) {
+                return Err(err("configured twice".into()));
+            }
+        }
+        let mut services = HashSet::new();
+        for (i, service) in self.services.iter().enumerate() {
+            let err = |m: String| {
+                ConfigError::invalid(Item::Service(i), self.describe(Item::Service(i)), m)
+            };
+            service.validate().map_err(err)?;
+            if !services.insert(service.identity()) {
+                return Err(err("configured twice".into()));
+            }
+        }
         Ok(())
     }
 
@@ -725,6 +768,12 @@ impl Config {
                     .get(i)
                     .map_or(String::from("?"), |v| v.vni.to_string())
             ),
+            Item::Snat(i) => self.snats.get(i).map_or(String::from("snat ?"), |r| {
+                format!("snat {} out {}", r.source, r.out)
+            }),
+            Item::Service(i) => self.services.get(i).map_or(String::from("service ?"), |v| {
+                format!("service {}", v.identity())
+            }),
         }
     }
 
@@ -788,7 +837,30 @@ impl Config {
                 origins.push(Item::Neighbor(i));
             }
         }
+        for (i, rule) in self.snats.iter().enumerate() {
+            if let Some(op) = self.snat_op(rule, ports) {
+                ops.push(op);
+                origins.push(Item::Snat(i));
+            }
+        }
+        for (i, service) in self.services.iter().enumerate() {
+            ops.push(TableOp::AddService {
+                service: service.service(),
+            });
+            origins.push(Item::Service(i));
+        }
         (ops, origins)
+    }
+}
+
+impl Config {
+    /// The `AddSnat` of a rule whose `out` port is resolved (`None` otherwise).
+    fn snat_op(&self, rule: &SnatConfig, ports: &HashMap<String, ResolvedPort>) -> Option<TableOp> {
+        let resolved = ports.get(&rule.out)?;
+        let vrf = self.port(&rule.out).map_or(0, |p| p.vrf);
+        Some(TableOp::AddSnat {
+            rule: rule.rule(resolved.id, vrf),
+        })
     }
 }
 
@@ -956,6 +1028,27 @@ pub fn plan(
         .collect();
     let mut ops = Vec::new();
 
+    // 0. NAT rules and Services that go away (a rule on a port deleted below goes with it).
+    let new_snats: HashSet<(IpPrefix, &str)> = new.snats.iter().map(|r| r.identity()).collect();
+    for rule in &old.snats {
+        if new_snats.contains(&rule.identity()) || affected.contains(&rule.out) {
+            continue;
+        }
+        if let Some(port) = tables.port_by_name(&rule.out) {
+            let key = rule.key(port.id, port.vrf.0);
+            if tables.snat_rules().any(|r| r.key() == key) {
+                ops.push(TableOp::DelSnat { key });
+            }
+        }
+    }
+    let new_services: HashSet<crate::nat::ServiceRef> =
+        new.services.iter().map(|s| s.identity()).collect();
+    for service in &old.services {
+        if !new_services.contains(&service.identity()) && tables.service(&service.key()).is_some() {
+            ops.push(TableOp::DelService { key: service.key() });
+        }
+    }
+
     // 1. Routes that go away, change, or ride on an affected port: delete now (re-added below).
     let new_routes: HashMap<(u32, IpPrefix), &RouteConfig> =
         new.routes.iter().map(|r| (route_key(r), r)).collect();
@@ -1122,6 +1215,22 @@ pub fn plan(
             });
         }
     }
+    // 7. NAT rules new, changed or on re-created ports; Services new or changed.
+    for rule in &new.snats {
+        let Some(TableOp::AddSnat { rule: wanted }) = new.snat_op(rule, ports) else {
+            continue;
+        };
+        let installed = !affected.contains(&rule.out) && tables.snat_rules().any(|r| *r == wanted);
+        if !installed {
+            ops.push(TableOp::AddSnat { rule: wanted });
+        }
+    }
+    for service in &new.services {
+        let wanted = service.service();
+        if tables.service(&wanted.key) != Some(&wanted) {
+            ops.push(TableOp::AddService { service: wanted });
+        }
+    }
     ops
 }
 
@@ -1268,6 +1377,7 @@ pub fn merge_changes(
                     !(uses_dev || uses_gateway)
                 });
                 next.neighbors.retain(|n| &n.dev != name);
+                next.snats.retain(|r| &r.out != name);
             }
             Change::AddRoute(change) => {
                 let vrf = change.vrf.unwrap_or_else(|| {
@@ -1327,6 +1437,81 @@ pub fn merge_changes(
                 };
                 next.vxlans.remove(position);
                 next.routes.retain(|r| r.vxlan != Some(*vni));
+            }
+            Change::AddSnat(rule) => {
+                match next
+                    .snats
+                    .iter_mut()
+                    .find(|r| r.identity() == rule.identity())
+                {
+                    Some(existing) => *existing = rule.clone(),
+                    None => next.snats.push(rule.clone()),
+                }
+            }
+            Change::DelSnat { source, out } => {
+                let before = next.snats.len();
+                next.snats
+                    .retain(|r| !(r.source == *source && &r.out == out));
+                if next.snats.len() == before {
+                    return Err(refuse(
+                        format!("snat {source} out {out}"),
+                        "no such rule".into(),
+                    ));
+                }
+            }
+            Change::AddService(service) => {
+                match next
+                    .services
+                    .iter_mut()
+                    .find(|s| s.identity() == service.identity())
+                {
+                    Some(existing) => *existing = service.clone(),
+                    None => next.services.push(service.clone()),
+                }
+            }
+            Change::DelService { service } => {
+                let before = next.services.len();
+                next.services.retain(|s| s.identity() != *service);
+                if next.services.len() == before {
+                    return Err(refuse(
+                        format!("service {service}"),
+                        "no such service".into(),
+                    ));
+                }
+            }
+            Change::AddBackend { service, backend } => {
+                let Some(existing) = next.services.iter_mut().find(|s| s.identity() == *service)
+                else {
+                    return Err(refuse(
+                        format!("service {service}"),
+                        "no such service".into(),
+                    ));
+                };
+                match existing
+                    .backends
+                    .iter_mut()
+                    .find(|b| b.addr == backend.addr)
+                {
+                    Some(b) => b.weight = backend.weight,
+                    None => existing.backends.push(*backend),
+                }
+            }
+            Change::DelBackend { service, backend } => {
+                let Some(existing) = next.services.iter_mut().find(|s| s.identity() == *service)
+                else {
+                    return Err(refuse(
+                        format!("service {service}"),
+                        "no such service".into(),
+                    ));
+                };
+                let before = existing.backends.len();
+                existing.backends.retain(|b| b.addr != *backend);
+                if existing.backends.len() == before {
+                    return Err(refuse(
+                        format!("service {service}"),
+                        format!("no backend {backend}"),
+                    ));
+                }
             }
         }
     }
@@ -1838,5 +2023,183 @@ mac = "0e:00:00:00:64:03"
         .unwrap();
         assert!(gone.vxlans.is_empty() && gone.routes.is_empty());
         assert!(apply_changes(&gone, &[Change::DelVxlan { vni: 100 }]).is_err());
+    }
+
+    const NAT_SAMPLE: &str = r#"
+[[port]]
+name = "pod1"
+addresses = ["10.0.1.1/24"]
+
+[[port]]
+name = "uplink"
+addresses = ["192.168.1.1/24"]
+
+[[snat]]
+source = "10.0.0.0/16"
+out = "uplink"
+ports = "20000-29999"
+
+[[service]]
+vip = "10.96.0.10:80"
+protocol = "tcp"
+backends = ["10.0.1.5:8080", "10.0.1.6:8080@2"]
+affinity = "client-ip"
+
+[[service]]
+node_port = 30053
+protocol = "udp"
+"#;
+
+    fn resolve_all(config: &Config) -> HashMap<String, ResolvedPort> {
+        config
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.name.clone(),
+                    ResolvedPort {
+                        id: PortId(i as u16),
+                        mac: EthernetAddress([2, 0, 0, 0, 1, i as u8]),
+                        mtu: 1500,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nat_tables_parse_round_trip_and_reach_the_tables() {
+        let config = Config::parse(NAT_SAMPLE).unwrap();
+        assert_eq!(config.snats.len(), 1);
+        assert_eq!(config.services.len(), 2);
+        assert_eq!(config.services[0].backends[1].weight, 2);
+        let again = Config::parse(&config.to_toml().unwrap()).unwrap();
+        assert_eq!(again, config);
+        let ports = resolve_all(&config);
+        let mut tables = Tables::new();
+        tables
+            .apply_batch(&plan(&Config::default(), &config, &tables, &ports))
+            .unwrap();
+        assert_eq!(tables.snat_rules().count(), 1);
+        assert_eq!(tables.services().count(), 2);
+        assert_eq!(
+            tables.services().next().unwrap().affinity_secs,
+            Some(crate::nat::DEFAULT_AFFINITY_SECS)
+        );
+        assert!(plan(&config, &config, &tables, &ports).is_empty());
+
+        // One backend fewer: one op, the Service replaced; the rule untouched.
+        let mut fewer = config.clone();
+        fewer.services[0].backends.pop();
+        let ops = plan(&config, &fewer, &tables, &ports);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        assert!(matches!(ops[0], TableOp::AddService { .. }));
+        // Rule and node port gone: two deletions.
+        let mut gone = config.clone();
+        gone.snats.clear();
+        gone.services.pop();
+        let ops = plan(&config, &gone, &tables, &ports);
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        tables.apply_batch(&ops).unwrap();
+        assert_eq!(tables.snat_rules().count(), 0);
+        assert_eq!(tables.services().count(), 1);
+    }
+
+    #[test]
+    fn bad_nat_tables_are_refused_with_their_line() {
+        let cases = [
+            (
+                "out = \"uplink\"",
+                "out = \"eth9\"",
+                "line 10: snat 10.0.0.0/16 out eth9",
+            ),
+            ("ports = \"20000-29999\"", "ports = \"3-2\"", "LO <= HI"),
+            (
+                "ports = \"20000-29999\"",
+                "to = \"fd00::1\"",
+                "address family",
+            ),
+            ("\"10.0.1.6:8080@2\"", "\"10.0.1.6:8080@0\"", "weight"),
+            ("\"10.0.1.6:8080@2\"", "\"10.0.1.5:8080@2\"", "twice"),
+            (
+                "\"10.0.1.6:8080@2\"",
+                "\"[fd00::6]:8080\"",
+                "service 10.96.0.10:80/tcp",
+            ),
+            ("vip = \"10.96.0.10:80\"", "vip = \"10.96.0.10\"", "IP:PORT"),
+            (
+                "node_port = 30053",
+                "node_port = 30053\nvip = \"10.96.0.1:53\"",
+                "not both",
+            ),
+            (
+                "affinity = \"client-ip\"",
+                "affinity = \"sticky\"",
+                "sticky",
+            ),
+            (
+                "affinity = \"client-ip\"",
+                "affinity_timeout = 5",
+                "needs affinity",
+            ),
+            ("protocol = \"udp\"", "protocol = \"sctp\"", "sctp"),
+            (
+                "protocol = \"udp\"",
+                "protocol = \"udp\"\ncolour = 1",
+                "colour",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let bad = NAT_SAMPLE.replacen(from, to, 1);
+            assert_ne!(bad, NAT_SAMPLE, "{from}");
+            let err = Config::parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(expected), "{to}: {err}");
+        }
+        let twice = format!("{NAT_SAMPLE}\n[[service]]\nnode_port = 30053\nprotocol = \"udp\"\n");
+        let err = Config::parse(&twice).unwrap_err().to_string();
+        assert!(err.contains("configured twice"), "{err}");
+    }
+
+    #[test]
+    fn nat_changes_apply_and_refuse_what_is_absent() {
+        use crate::nat::{BackendSpec, ServiceRef};
+        let config = Config::parse(NAT_SAMPLE).unwrap();
+        let service: ServiceRef = config.services[0].identity();
+        let backend: BackendSpec = "10.0.1.7:8080@3".parse().unwrap();
+        let next = apply_changes(&config, &[Change::AddBackend { service, backend }]).unwrap();
+        assert_eq!(next.services[0].backends.len(), 3);
+        let next = apply_changes(
+            &next,
+            &[Change::DelBackend {
+                service,
+                backend: "10.0.1.5:8080".parse().unwrap(),
+            }],
+        )
+        .unwrap();
+        assert_eq!(next.services[0].backends.len(), 2);
+        let absent = Change::DelBackend {
+            service,
+            backend: "10.0.1.99:1".parse().unwrap(),
+        };
+        assert!(apply_changes(&next, &[absent]).is_err());
+        let other = ServiceRef { vrf: 3, ..service };
+        assert!(apply_changes(&next, &[Change::DelService { service: other }]).is_err());
+        let next = apply_changes(&next, &[Change::DelService { service }]).unwrap();
+        assert_eq!(next.services.len(), 1);
+        // Deleting the egress port takes its rules.
+        let next = apply_changes(
+            &next,
+            &[Change::DelPort {
+                name: "uplink".into(),
+            }],
+        )
+        .unwrap();
+        assert!(next.snats.is_empty());
+        let rule = Change::DelSnat {
+            source: "10.0.0.0/16".parse().unwrap(),
+            out: "uplink".into(),
+        };
+        assert!(apply_changes(&next, &[rule]).is_err());
     }
 }

@@ -483,6 +483,8 @@ impl Daemon {
             | Request::Stats
             | Request::Drops
             | Request::Vxlans
+            | Request::Connections { .. }
+            | Request::FlushConnections
             | Request::Flows { .. } => self.forward_query(&request),
         }
     }

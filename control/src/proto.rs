@@ -92,6 +92,36 @@ pub enum Change {
         /// VNI.
         vni: u32,
     },
+    /// Adds a source NAT rule, or replaces the one with the same source and egress port.
+    AddSnat(crate::nat::SnatConfig),
+    /// Removes a source NAT rule.
+    DelSnat {
+        /// Sources.
+        source: pipelines::IpPrefix,
+        /// Egress port.
+        out: String,
+    },
+    /// Adds a Service, or replaces the one with the same identity as a whole.
+    AddService(crate::nat::ServiceConfig),
+    /// Removes a Service.
+    DelService {
+        /// Which.
+        service: crate::nat::ServiceRef,
+    },
+    /// Adds a backend to a Service (or changes its weight).
+    AddBackend {
+        /// Which Service.
+        service: crate::nat::ServiceRef,
+        /// The backend.
+        backend: crate::nat::BackendSpec,
+    },
+    /// Removes a backend from a Service (its established connections continue).
+    DelBackend {
+        /// Which Service.
+        service: crate::nat::ServiceRef,
+        /// The backend's address and port.
+        backend: std::net::SocketAddr,
+    },
 }
 
 /// A route to add or replace. Unlike [`crate::config::RouteConfig`], the VRF is optional: a
@@ -244,6 +274,13 @@ pub enum Request {
     Drops,
     /// VXLAN tunnels with their remote VTEPs and counters.
     Vxlans,
+    /// Tracked connections of every worker (at most `limit`), with the tables' counters.
+    Connections {
+        /// Most connections returned.
+        limit: usize,
+    },
+    /// Forgets every tracked connection on every worker.
+    FlushConnections,
     /// Flow cache entries.
     Flows {
         /// At most this many.
@@ -455,6 +492,28 @@ pub struct FlowEntry {
     pub out_dev: String,
 }
 
+/// A tracked connection for display.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionEntry {
+    /// Worker index.
+    pub worker: usize,
+    /// The connection.
+    pub connection: pipelines::conntrack::Connection,
+}
+
+/// The connection tables, summed over workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackReport {
+    /// Counters.
+    pub counters: pipelines::conntrack::ConntrackCounters,
+    /// Connections the tables can hold.
+    pub capacity: u64,
+    /// Bytes the tables take.
+    pub memory_bytes: u64,
+    /// Connections (at most the requested number).
+    pub connections: Vec<ConnectionEntry>,
+}
+
 /// Status of the daemon and dataplane.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -532,6 +591,16 @@ pub enum Response {
     Flows {
         /// Flows.
         flows: Vec<FlowEntry>,
+    },
+    /// Tracked connections.
+    Connections {
+        /// The tables and their connections.
+        conntrack: Box<ConntrackReport>,
+    },
+    /// Connections forgotten by a flush.
+    Flushed {
+        /// How many.
+        connections: u64,
     },
     /// Status.
     Status {

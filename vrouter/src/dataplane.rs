@@ -27,8 +27,8 @@ use crate::xdp::{XdpAttachment, XdpMode};
 use crate::xsk::XskConfig;
 use control::config::{merge_changes, Cidr, Config, ResolvedPort};
 use control::proto::{
-    DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortStatus, RemoteEntry, Request, Response,
-    RouteEntry, StatsReport, Status, VxlanEntry,
+    ConnectionEntry, ConntrackReport, DropEntry, ErrorCode, FlowEntry, NeighborEntry, PortStatus,
+    RemoteEntry, Request, Response, RouteEntry, StatsReport, Status, VxlanEntry,
 };
 use crossbeam::channel::Receiver;
 use pipelines::tables::{NeighborKind, NextHop, Port, TableOp};
@@ -173,6 +173,12 @@ impl Dataplane {
             },
             Request::Flows { limit } => Response::Flows {
                 flows: self.flows(limit),
+            },
+            Request::Connections { limit } => Response::Connections {
+                conntrack: Box::new(self.connections(limit)),
+            },
+            Request::FlushConnections => Response::Flushed {
+                connections: self.flush_connections(),
             },
             Request::Status => Response::Status {
                 status: Status {
@@ -804,6 +810,60 @@ impl Dataplane {
             }
         }
         out
+    }
+
+    /// Every worker's connection table: counters and capacity summed, connections (at most
+    /// `limit` in all) tagged with their worker.
+    fn connections(&self, limit: usize) -> ConntrackReport {
+        let mut report = ConntrackReport::default();
+        for (index, worker) in self.workers.iter().enumerate() {
+            let (reply_tx, reply_rx) = crossbeam::channel::bounded(1);
+            let wanted = limit.saturating_sub(report.connections.len());
+            let command = Command::Connections {
+                limit: wanted,
+                reply: reply_tx,
+            };
+            if worker.commands.send(command).is_err() {
+                continue;
+            }
+            let Ok(answer) = reply_rx.recv_timeout(Duration::from_secs(2)) else {
+                continue;
+            };
+            report.counters.merge(&answer.counters);
+            report.capacity += answer.capacity as u64;
+            report.memory_bytes += answer.memory_bytes as u64;
+            report
+                .connections
+                .extend(
+                    answer
+                        .connections
+                        .into_iter()
+                        .map(|connection| ConnectionEntry {
+                            worker: index,
+                            connection,
+                        }),
+                );
+        }
+        report
+    }
+
+    /// Flushes every worker's connection table; how many connections were forgotten.
+    fn flush_connections(&self) -> u64 {
+        let mut flushed = 0;
+        for worker in &self.workers {
+            let (reply_tx, reply_rx) = crossbeam::channel::bounded(1);
+            if worker
+                .commands
+                .send(Command::FlushConnections { reply: reply_tx })
+                .is_err()
+            {
+                continue;
+            }
+            if let Ok(n) = reply_rx.recv_timeout(Duration::from_secs(2)) {
+                flushed += n as u64;
+            }
+        }
+        flushed
     }
 
     /// Stops the workers and releases every port (XDP programs detach).

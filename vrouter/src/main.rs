@@ -40,6 +40,15 @@ struct Args {
     /// Flow cache entries per worker.
     #[arg(long, default_value_t = 1 << 16)]
     flows: usize,
+    /// Tracked connections (NAT) per worker; about 160 bytes each, allocated at start.
+    #[arg(long, default_value_t = 65_536)]
+    ct_capacity: usize,
+    /// A connection-tracking timeout, NAME=SECS (repeatable). Names: tcp-syn-sent,
+    /// tcp-syn-recv, tcp-established, tcp-fin-wait, tcp-close-wait, tcp-last-ack,
+    /// tcp-time-wait, tcp-close, udp (unreplied), udp-stream (replied), icmp, generic.
+    /// Defaults: Kubernetes' (kube-proxy) values.
+    #[arg(long = "ct-timeout", value_name = "NAME=SECS")]
+    ct_timeouts: Vec<String>,
     /// Seconds before an unconfirmed learned neighbor is removed.
     #[arg(long, default_value_t = 300)]
     neighbor_timeout: u64,
@@ -73,6 +82,50 @@ fn main() -> ExitCode {
     }
 }
 
+/// The connection table settings from `--ct-capacity` and `--ct-timeout`.
+fn conntrack_config(args: &Args) -> Result<pipelines::conntrack::ConntrackConfig, String> {
+    let defaults = pipelines::PipelineConfig::default().conntrack;
+    if args.ct_capacity == 0 || args.ct_capacity > 1 << 24 {
+        return Err(format!(
+            "--ct-capacity {}: expected 1 to {}",
+            args.ct_capacity,
+            1 << 24
+        ));
+    }
+    let mut timeouts = defaults.timeouts;
+    for setting in &args.ct_timeouts {
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("--ct-timeout {setting}: expected NAME=SECS"))?;
+        let secs: u32 = value
+            .parse()
+            .ok()
+            .filter(|s| (1..=u32::MAX / 1000).contains(s))
+            .ok_or_else(|| format!("--ct-timeout {setting}: SECS must be 1-{}", u32::MAX / 1000))?;
+        let slot = match name {
+            "tcp-syn-sent" => &mut timeouts.tcp_syn_sent_ms,
+            "tcp-syn-recv" => &mut timeouts.tcp_syn_recv_ms,
+            "tcp-established" => &mut timeouts.tcp_established_ms,
+            "tcp-fin-wait" => &mut timeouts.tcp_fin_wait_ms,
+            "tcp-close-wait" => &mut timeouts.tcp_close_wait_ms,
+            "tcp-last-ack" => &mut timeouts.tcp_last_ack_ms,
+            "tcp-time-wait" => &mut timeouts.tcp_time_wait_ms,
+            "tcp-close" => &mut timeouts.tcp_close_ms,
+            "udp" => &mut timeouts.udp_unreplied_ms,
+            "udp-stream" => &mut timeouts.udp_replied_ms,
+            "icmp" => &mut timeouts.icmp_ms,
+            "generic" => &mut timeouts.generic_ms,
+            other => return Err(format!("--ct-timeout: unknown timeout '{other}'")),
+        };
+        *slot = secs * 1000;
+    }
+    Ok(pipelines::conntrack::ConntrackConfig {
+        capacity: args.ct_capacity,
+        timeouts,
+        ..defaults
+    })
+}
+
 fn run(args: Args) -> Result<(), String> {
     // Block the stop signals in every thread; a dedicated thread waits for them.
     let mut signals = nix::sys::signal::SigSet::empty();
@@ -102,6 +155,7 @@ fn run(args: Args) -> Result<(), String> {
         frames: args.frames,
         pipeline: pipelines::PipelineConfig {
             flow_capacity: args.flows,
+            conntrack: conntrack_config(&args)?,
             ..Default::default()
         },
         neighbor_timeout: Duration::from_secs(args.neighbor_timeout),

@@ -94,6 +94,31 @@ pub enum Command {
         /// Reply.
         reply: Sender<Vec<FlowRecord>>,
     },
+    /// Report tracked connections (at most `limit`) and the connection table's figures.
+    Connections {
+        /// Most connections.
+        limit: usize,
+        /// Reply.
+        reply: Sender<ConnectionsReport>,
+    },
+    /// Forget every tracked connection; replies how many.
+    FlushConnections {
+        /// Reply.
+        reply: Sender<usize>,
+    },
+}
+
+/// A worker's connection table, for `conntrack list|stats`.
+#[derive(Debug)]
+pub struct ConnectionsReport {
+    /// Connections (up to the requested limit).
+    pub connections: Vec<pipelines::conntrack::Connection>,
+    /// Counters.
+    pub counters: pipelines::conntrack::ConntrackCounters,
+    /// Capacity.
+    pub capacity: usize,
+    /// Memory.
+    pub memory_bytes: usize,
 }
 
 /// A socket a worker bound for a port.
@@ -510,6 +535,25 @@ impl Worker {
             }
             Command::Flows { reply } => {
                 let _ = reply.send(self.pipeline.flows(&self.tables));
+            }
+            Command::Connections { limit, reply } => {
+                let table = self.pipeline.conntrack();
+                let connections = if limit == 0 {
+                    Vec::new()
+                } else {
+                    let mut all = self.pipeline.connections();
+                    all.truncate(limit);
+                    all
+                };
+                let _ = reply.send(ConnectionsReport {
+                    connections,
+                    counters: table.counters(),
+                    capacity: table.capacity(),
+                    memory_bytes: table.memory_bytes(),
+                });
+            }
+            Command::FlushConnections { reply } => {
+                let _ = reply.send(self.pipeline.flush_connections());
             }
         }
     }
