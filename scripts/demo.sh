@@ -3,8 +3,10 @@
 # demo configuration, two pod namespaces behind it, and real traffic (ping, traceroute,
 # iperf3) through it, with the operator's view (vrouterctl) along the way. Then the overlay:
 # a second node that is plain Linux with a flannel-style VXLAN device and a pod of its own,
-# reached through our VXLAN tunnel over an underlay link. Everything it creates is removed on
-# exit, also on failure or Ctrl-C.
+# reached through our VXLAN tunnel over an underlay link. Then NAT: pods masqueraded to an
+# "external" namespace that has no route back to them, and a Service VIP load-balanced over
+# HTTP servers in both pods (one of them reaching itself through it: hairpin). Everything it
+# creates is removed on exit, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -20,7 +22,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   sleep 0.5
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  for ns in node pod1 pod2 peer pod3; do ip netns del "$P-$ns" 2>/dev/null; done
+  for ns in node pod1 pod2 peer pod3 ext; do ip netns del "$P-$ns" 2>/dev/null; done
   rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM
@@ -30,7 +32,8 @@ ctl() { "$BIN/vrouterctl" --socket "$DIR/control.sock" "$@"; }
 
 say "topology: pod1 (10.0.1.2) -- vp1 [vrouter in $P-node] vp2 -- pod2 (10.0.2.2)"
 say "          [vrouter] vu0 (VTEP 192.168.100.1) -- underlay -- eth0 (192.168.100.2) [Linux node $P-peer, flannel.1 VNI 1] -- pod3 (10.0.3.2)"
-for ns in node pod1 pod2 peer pod3; do ip netns add "$P-$ns"; ip -n "$P-$ns" link set lo up; done
+say "          [vrouter] ve0 (203.0.113.1, masquerade) -- eth0 (203.0.113.2) [external $P-ext, 198.51.100.1, no route to the pods]"
+for ns in node pod1 pod2 peer pod3 ext; do ip netns add "$P-$ns"; ip -n "$P-$ns" link set lo up; done
 for i in 1 2; do
   ip link add "vp$i" netns "$P-node" numrxqueues 1 numtxqueues 1 type veth \
      peer eth0 netns "$P-pod$i" numrxqueues 1 numtxqueues 1
@@ -73,6 +76,25 @@ prefix = "10.0.3.0/24"
 vxlan = 1
 remote = "192.168.100.2"
 mac = "0e:00:00:00:02:01"
+
+# Leaving the cluster: the external network behind ve0, pods masqueraded to ve0's address.
+[[port]]
+name = "ve0"
+addresses = ["203.0.113.1/24"]
+
+[[route]]
+prefix = "198.51.100.0/24"
+via = "203.0.113.2"
+
+[[snat]]
+source = "10.0.0.0/16"
+out = "ve0"
+
+# A Service: a virtual IP spread over HTTP servers in both pods.
+[[service]]
+vip = "10.96.0.10:80"
+protocol = "tcp"
+backends = ["10.0.1.2:8080", "10.0.2.2:8080"]
 TOML
 
 # The peer node, as flannel's VXLAN backend sets a Linux node up: a vxlan device without
@@ -99,6 +121,15 @@ ip -n "$P-pod3" addr add 10.0.3.2/24 dev eth0
 ip -n "$P-pod3" link set eth0 mtu 1450 up
 ip -n "$P-pod3" route add default via 10.0.3.1
 ip netns exec "$P-peer" sysctl -qw net.ipv4.ip_forward=1
+
+# The external network: it knows only its own link, so un-translated pod traffic cannot come
+# back.
+ip link add ve0 netns "$P-node" numrxqueues 1 numtxqueues 1 type veth \
+   peer eth0 netns "$P-ext" numrxqueues 1 numtxqueues 1
+ip -n "$P-node" link set ve0 up
+ip -n "$P-ext" addr add 203.0.113.2/24 dev eth0
+ip -n "$P-ext" addr add 198.51.100.1/32 dev lo
+ip -n "$P-ext" link set eth0 up
 
 say "starting vrouter (worker on CPU 1, adaptive idle) and vrouter-control"
 ip netns exec "$P-node" "$BIN/vrouter" --socket "$DIR/vrouter.sock" --cores 1 --idle adaptive \
@@ -132,6 +163,32 @@ ip netns exec "$P-pod1" iperf3 -s -1 -p 5202 >/dev/null & PIDS+=($!)
 sleep 0.5
 ip netns exec "$P-pod3" taskset -c 0 iperf3 -c 10.0.1.2 -p 5202 -t 3 | tail -4
 say "vrouterctl vxlan list"; ctl vxlan list
+
+say "NAT: ping pod1 -> 198.51.100.1 (external, no route back to 10.0.0.0/16): masqueraded"
+ip netns exec "$P-pod1" ping -c 3 -i 0.2 198.51.100.1
+say "traceroute through the masquerade (the ICMP errors are translated back)"
+ip netns exec "$P-pod1" traceroute -n -q 1 -w 1 -m 4 198.51.100.1
+say "iperf3 TCP pod2 -> external, 3 s: the server sees the node's address"
+ip netns exec "$P-ext" iperf3 -s -1 -p 5203 > "$DIR/iperf-ext.log" & PIDS+=($!)
+sleep 0.5
+ip netns exec "$P-pod2" taskset -c 0 iperf3 -c 198.51.100.1 -p 5203 -t 3 | tail -4
+sleep 0.3
+grep -m1 "Accepted connection" "$DIR/iperf-ext.log" || true
+say "vrouterctl nat snat list"; ctl nat snat list
+say "vrouterctl conntrack list"; ctl conntrack list
+say "Service 10.96.0.10:80 -> HTTP servers in pod1 and pod2 (6 requests from pod1: pod1's own go through the hairpin)"
+for i in 1 2; do
+  mkdir -p "$DIR/www$i"; echo "served by pod$i" > "$DIR/www$i/index.html"
+  ip netns exec "$P-pod$i" python3 -m http.server 8080 --bind "10.0.$i.2" -d "$DIR/www$i" \
+     >/dev/null 2>&1 & PIDS+=($!)
+done
+sleep 1
+for n in 1 2 3 4 5 6; do
+  ip netns exec "$P-pod1" python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://10.96.0.10/', timeout=3).read().decode())" || true
+done
+say "vrouterctl service list"; ctl service list
+say "vrouterctl conntrack list proto tcp dst 10.96.0.10/32"; ctl conntrack list proto tcp dst 10.96.0.10/32
+say "vrouterctl conntrack stats"; ctl conntrack stats
 say "vrouterctl neigh list"; ctl neigh list
 say "vrouterctl stats"; ctl stats
 say "vrouterctl drops"; ctl drops

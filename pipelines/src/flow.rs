@@ -27,6 +27,7 @@ pub const WAYS: usize = 4;
 /// Flow identity. IPv4 addresses are stored in the low 32 bits of the u128 and told apart
 /// from IPv6 by `ipv6`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "FlowKeyRepr", from = "FlowKeyRepr")]
 #[repr(C)]
 pub struct FlowKey {
     /// Source address.
@@ -43,6 +44,53 @@ pub struct FlowKey {
     pub src_port: u16,
     /// TCP/UDP destination port, 0 otherwise and for every fragment.
     pub dst_port: u16,
+}
+
+/// How a [`FlowKey`] reads in JSON (and any serde format): addresses as addresses, the family
+/// implied (`u128` fields are not supported by every format, e.g. serde's internally tagged
+/// enums, and would print as numbers).
+#[derive(Serialize, Deserialize)]
+struct FlowKeyRepr {
+    src: IpAddr,
+    dst: IpAddr,
+    vrf: u16,
+    protocol: u8,
+    src_port: u16,
+    dst_port: u16,
+}
+
+fn ip_value(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u32::from(a) as u128,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+impl From<FlowKey> for FlowKeyRepr {
+    fn from(k: FlowKey) -> Self {
+        FlowKeyRepr {
+            src: k.src_addr(),
+            dst: k.dst_addr(),
+            vrf: k.vrf,
+            protocol: k.protocol,
+            src_port: k.src_port,
+            dst_port: k.dst_port,
+        }
+    }
+}
+
+impl From<FlowKeyRepr> for FlowKey {
+    fn from(r: FlowKeyRepr) -> Self {
+        FlowKey {
+            src: ip_value(r.src),
+            dst: ip_value(r.dst),
+            vrf: r.vrf,
+            protocol: r.protocol,
+            ipv6: r.src.is_ipv6(),
+            src_port: r.src_port,
+            dst_port: r.dst_port,
+        }
+    }
 }
 
 impl FlowKey {
@@ -141,9 +189,11 @@ pub struct FlowAction {
 /// gone is a miss).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatAction {
-    /// Source address the packet leaves with.
+    /// Source address the packet leaves with (IPv4 in the low 32 bits, as in [`FlowKey`]).
+    #[serde(with = "address")]
     pub src: u128,
     /// Destination address it leaves with.
+    #[serde(with = "address")]
     pub dst: u128,
     /// Source port (ICMP echo: identifier) it leaves with.
     pub src_port: u16,
@@ -164,6 +214,30 @@ impl FlowAction {
     /// Egress port id.
     pub fn port(&self) -> PortId {
         PortId(self.out_port)
+    }
+}
+
+/// An address held as a `u128` (IPv4 in the low 32 bits), serialised as a string: IPv4 when
+/// it fits 32 bits (no IPv6 address the router translates to does: global and unique-local
+/// addresses have high bits set).
+mod address {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    pub fn serialize<S: Serializer>(value: &u128, s: S) -> Result<S::Ok, S::Error> {
+        let addr = if *value <= u32::MAX as u128 {
+            IpAddr::V4(Ipv4Addr::from(*value as u32))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(*value))
+        };
+        s.collect_str(&addr)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let addr: IpAddr = String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)?;
+        Ok(super::ip_value(addr))
     }
 }
 
@@ -636,6 +710,35 @@ mod tests {
     #[test]
     fn entry_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Entry>(), 64);
+    }
+
+    #[test]
+    fn keys_serialise_with_addresses_and_round_trip_through_tagged_enums() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        #[serde(tag = "type")]
+        enum Tagged {
+            Key { key: FlowKey },
+        }
+        for key in [
+            key(7),
+            FlowKey {
+                src: u128::from(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+                dst: u128::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)),
+                vrf: 3,
+                protocol: 58,
+                ipv6: true,
+                src_port: 9,
+                dst_port: 0,
+            },
+        ] {
+            let json = serde_json::to_string(&Tagged::Key { key }).expect("serialise");
+            assert!(
+                json.contains(&format!("\"src\":\"{}\"", key.src_addr())),
+                "{json}"
+            );
+            let back: Tagged = serde_json::from_str(&json).expect("deserialise");
+            assert_eq!(back, Tagged::Key { key });
+        }
     }
 
     #[test]
