@@ -10,7 +10,10 @@
 //! - `vxlan-encap`, `vxlan-decap`, `vxlan-decap-csum`: overlay traffic on the flow-cache hit
 //!   path ([`overlay`]);
 //! - `conntrack-hit`, `conntrack-setup`, `conntrack-1m`: the connection table's hit path, new
-//!   connections per second with port allocation, memory of 1M connections ([`conntrack`]).
+//!   connections per second with port allocation, memory of 1M connections ([`conntrack`]);
+//! - `nat-hit`, `nat-setup`, `service-select`: NAT through the whole pipeline: masqueraded
+//!   flows on the flow-cache hit path against plain ones, new masqueraded connections, new
+//!   connections to a Service of 100 backends ([`nat`]).
 //!
 //! Each scenario prints one line (or one JSON object): the median ns/packet over the runs,
 //! Mpps on one core, table memory and, where relevant, flow-cache memory, stage statistics and
@@ -24,6 +27,7 @@ mod conntrack;
 mod gen;
 mod lpm;
 mod maglev;
+mod nat;
 mod overlay;
 mod report;
 mod traffic;
@@ -113,6 +117,15 @@ enum Scenario {
     /// Connection table memory with 1,000,000 connections (and its hit path).
     #[value(name = "conntrack-1m")]
     Conntrack1m,
+    /// Masqueraded UDP flows on the flow-cache hit path, 1024 flows, against plain hits.
+    #[value(name = "nat-hit")]
+    NatHit,
+    /// New masqueraded TCP connections through the whole pipeline, full connection table.
+    #[value(name = "nat-setup")]
+    NatSetup,
+    /// New TCP connections to a Service VIP with 100 backends (Maglev, DNAT).
+    #[value(name = "service-select")]
+    ServiceSelect,
 }
 
 /// Run parameters shared by the scenarios.
@@ -215,6 +228,9 @@ fn run_one(
         Scenario::ConntrackHit => conntrack::hit(settings),
         Scenario::ConntrackSetup => conntrack::setup(settings),
         Scenario::Conntrack1m => conntrack::million(settings),
+        Scenario::NatHit => nat::hit(settings, clock_ns),
+        Scenario::NatSetup => nat::setup(settings, clock_ns),
+        Scenario::ServiceSelect => nat::service_select(settings, clock_ns),
     };
     result.map_err(|e| format!("scenario {}: {e}", scenario_name(scenario)))
 }
