@@ -311,8 +311,8 @@ pub struct FlowCache {
     stats: Vec<FlowStats>,
     /// Encapsulation next hop of each slot whose action has `ENCAP_FLAG`.
     encaps: Vec<u32>,
-    /// Translation of each slot whose action has `NAT_FLAG` (allocated on the first NAT
-    /// flow: a node without NAT does not pay for it).
+    /// Translation of each slot whose action has `NAT_FLAG` (64 bytes a slot, allocated up
+    /// front: growing it on the first NAT flow would stall that packet for milliseconds).
     nats: Vec<Option<NatAction>>,
     bucket_mask: usize,
     idle_timeout_ticks: u32,
@@ -332,7 +332,7 @@ impl FlowCache {
             entries: vec![Entry::default(); slots],
             stats: vec![FlowStats::default(); slots],
             encaps: vec![0; slots],
-            nats: Vec::new(),
+            nats: vec![None; slots],
             bucket_mask: slots / WAYS - 1,
             idle_timeout_ticks,
             live: 0,
@@ -392,7 +392,13 @@ impl FlowCache {
         let signature = Self::signature(hash);
         for slot in base..base + WAYS {
             if self.signatures[slot] == signature {
-                return self.entries[slot].key[0] ^ self.stats[slot].packets;
+                let entry = &self.entries[slot];
+                let nat = if entry.action.out_port & NAT_FLAG != 0 {
+                    self.nats[slot].map_or(0, |n| n.src as u64)
+                } else {
+                    0
+                };
+                return entry.key[0] ^ self.stats[slot].packets ^ nat;
             }
         }
         0
@@ -541,9 +547,6 @@ impl FlowCache {
             self.encaps[slot] = next_hop.0;
         }
         if let Some(nat) = nat {
-            if self.nats.is_empty() {
-                self.nats = vec![None; self.entries.len()];
-            }
             packed.out_port |= NAT_FLAG;
             self.nats[slot] = Some(nat);
         }
