@@ -20,6 +20,8 @@ pub struct Node {
     pub state_dir: PathBuf,
     /// CPU list for the dataplane workers.
     pub cores: String,
+    /// More `vrouter` arguments (e.g. `--ct-timeout udp=2`).
+    pub vrouter_args: Vec<String>,
     /// The dataplane process, while running.
     pub vrouter: Option<LabProcess>,
     /// The daemon process, while running.
@@ -48,6 +50,7 @@ impl Node {
             control_socket: dir.join("control.sock"),
             state_dir: dir.join("state"),
             cores: "1".into(),
+            vrouter_args: Vec::new(),
             vrouter: None,
             daemon: None,
         })
@@ -57,17 +60,16 @@ impl Node {
     pub fn start_vrouter(&mut self) -> Result<()> {
         let bin = binary_path("vrouter")?;
         let socket = self.vrouter_socket.to_string_lossy().to_string();
-        let process = self.ns.spawn(
-            &bin.to_string_lossy(),
-            &[
-                "--socket",
-                &socket,
-                "--cores",
-                &self.cores,
-                "--idle",
-                "adaptive",
-            ],
-        )?;
+        let mut args = vec![
+            "--socket",
+            socket.as_str(),
+            "--cores",
+            self.cores.as_str(),
+            "--idle",
+            "adaptive",
+        ];
+        args.extend(self.vrouter_args.iter().map(String::as_str));
+        let process = self.ns.spawn(&bin.to_string_lossy(), &args)?;
         self.vrouter = Some(process);
         self.wait_socket(&self.vrouter_socket.clone(), "vrouter")
     }
