@@ -176,6 +176,8 @@ for round in $(seq "$ROUNDS"); do
   vrouter_on; warm
   r=($(measure "round $round vrouter"))
   V_ST+=("${r[0]}"); V_SU+=("${r[1]}"); V_DT+=("${r[2]}"); V_DC+=("${r[3]}")
+  # Where the vrouter dropped (the UDP flood's losses are mostly xsk-kernel-rx-dropped).
+  "$BIN/vrouterctl" --socket "$DIR/control.sock" drops | awk 'NR > 1 {printf "  %s %s", $1, $2} END {print ""}' >&2
   stop_vrouter
 done
 
