@@ -565,17 +565,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
             while let Some(word) = words.next() {
                 match word {
                     "limit" => {
-                        let value = words.value("limit", "a number of flows")?;
-                        let n =
-                            value
-                                .parse::<usize>()
-                                .ok()
-                                .filter(|n| *n > 0)
-                                .ok_or_else(|| {
-                                    words.error(format!(
-                                        "bad limit '{value}': expected a number above 0"
-                                    ))
-                                })?;
+                        let n = parse_limit(&mut words, "a number of flows")?;
                         set_once(&mut limit, n, "limit", &words)?;
                     }
                     other => {
@@ -2185,6 +2175,16 @@ fn json_payload<T: serde::Serialize>(key: &'static str, value: &T) -> String {
     text
 }
 
+/// The value of `limit`: a count above 0.
+fn parse_limit(words: &mut Words<'_>, what: &str) -> Result<usize, UsageError> {
+    let value = words.value("limit", what)?;
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| words.error(format!("bad limit '{value}': expected a number above 0")))
+}
+
 fn parse_nat(words: &mut Words<'_>) -> Result<Command, UsageError> {
     let what = words.required("nat", "snat")?;
     if what != "snat" {
@@ -2465,17 +2465,7 @@ fn parse_conntrack(words: &mut Words<'_>) -> Result<Command, UsageError> {
                         set_once(&mut filter.protocol, number, "proto", words)?;
                     }
                     "limit" => {
-                        let value = words.value("limit", "a number of connections")?;
-                        let n =
-                            value
-                                .parse::<usize>()
-                                .ok()
-                                .filter(|n| *n > 0)
-                                .ok_or_else(|| {
-                                    words.error(format!(
-                                        "bad limit '{value}': expected a number above 0"
-                                    ))
-                                })?;
+                        let n = parse_limit(words, "a number of connections")?;
                         set_once(&mut limit, n, "limit", words)?;
                     }
                     other => {
@@ -2557,26 +2547,6 @@ pub fn render_services(services: &[ServiceConfig]) -> String {
     table.render()
 }
 
-fn state_name(state: &pipelines::conntrack::State) -> String {
-    use pipelines::conntrack::{State, TcpState};
-    match state {
-        State::Tcp(s) => match s {
-            TcpState::None => "NONE",
-            TcpState::SynSent => "SYN_SENT",
-            TcpState::SynRecv => "SYN_RECV",
-            TcpState::Established => "ESTABLISHED",
-            TcpState::FinWait => "FIN_WAIT",
-            TcpState::CloseWait => "CLOSE_WAIT",
-            TcpState::LastAck => "LAST_ACK",
-            TcpState::TimeWait => "TIME_WAIT",
-            TcpState::Close => "CLOSE",
-        }
-        .into(),
-        State::Unreplied => "UNREPLIED".into(),
-        State::Replied => "REPLIED".into(),
-    }
-}
-
 /// `conntrack list`: each connection's original tuple, then the reply tuple as the peer sends
 /// it (its source is where the connection really went; its destination is the translated
 /// source), state, age, idle, time left, packets and bytes per direction.
@@ -2611,7 +2581,7 @@ pub fn render_connections(connections: &[crate::proto::ConnectionEntry]) -> Stri
         table.row(vec![
             entry.worker.to_string(),
             protocol_name(c.original.protocol),
-            state_name(&c.state),
+            c.state.name().to_string(),
             show(c.original.src_addr(), c.original.src_port),
             "->".into(),
             if echo {
