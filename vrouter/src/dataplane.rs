@@ -208,6 +208,17 @@ impl Dataplane {
         if let Err(e) = next.validate() {
             return Response::error(ErrorCode::Rejected, e.to_string());
         }
+        let nat = !next.snats.is_empty() || !next.services.is_empty();
+        let had_nat = !self.applied.snats.is_empty() || !self.applied.services.is_empty();
+        if nat && !had_nat && self.workers.len() > 1 {
+            // Connection tables are per worker: a reply that arrives on another worker's queue
+            // is not translated back (no handoff yet). Said once, when NAT appears.
+            tracing::warn!(
+                workers = self.workers.len(),
+                "NAT configured with several workers: both directions of a connection must \
+                 arrive on the same worker's queues, or replies are not translated back"
+            );
+        }
         // Open new interfaces (not yet receiving traffic).
         let mut opened: Vec<String> = Vec::new();
         for port in &next.ports {
