@@ -3,6 +3,7 @@
 //! is unit- and property-tested, and is benchmarked by `vrouter-perf pipeline`.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod conntrack;
 pub mod counters;
 pub mod drop;

@@ -23,6 +23,7 @@
 //!
 //! Run it pinned: `taskset -c 1 vrouter-perf pipeline` (or `--cpu 1`).
 
+mod acl;
 mod conntrack;
 mod gen;
 mod lpm;
@@ -87,6 +88,15 @@ enum Scenario {
     /// Maglev table build: 10, 100, 1000 backends, weighted.
     #[value(name = "maglev-build")]
     MaglevBuild,
+    /// ACL classification, 10 rules.
+    #[value(name = "acl-10")]
+    Acl10,
+    /// ACL classification, 1000 rules.
+    #[value(name = "acl-1k")]
+    Acl1k,
+    /// ACL classification, 10,000 rules (and the ratio to 10 rules).
+    #[value(name = "acl-10k")]
+    Acl10k,
     /// Full pipeline, every packet a flow-cache miss.
     #[value(name = "slow-path")]
     SlowPath,
@@ -216,6 +226,9 @@ fn run_one(
         Scenario::VrfSmall => vrf::run(),
         Scenario::MaglevLookup => maglev::lookup(settings),
         Scenario::MaglevBuild => maglev::build(settings),
+        Scenario::Acl10 => acl::run("acl-10", 10, settings),
+        Scenario::Acl1k => acl::run("acl-1k", 1_000, settings),
+        Scenario::Acl10k => acl::run("acl-10k", 10_000, settings),
         Scenario::SlowPath => traffic::slow_path(settings, clock_ns),
         Scenario::FlowHit1 => traffic::flow_hit("flow-hit-1", 1, settings, clock_ns),
         Scenario::FlowHit10k => traffic::flow_hit("flow-hit-10k", 10_000, settings, clock_ns),
