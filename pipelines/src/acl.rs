@@ -1,5 +1,6 @@
-//! ACL rules and their classifier (issue 6, first stage: the rule model and the packet
-//! classifier; not yet attached to ports, the pipeline or the CLI).
+//! ACL rules and their classifier (issue 6, first stage: the rule model, the packet
+//! classifier and its place in the tables, `TableOp::SetAcl`; not yet applied by the
+//! pipeline, nor configurable from the CLI).
 //!
 //! # Rules
 //! An [`AclRule`] matches on source and destination prefixes, IP protocol, source and
@@ -15,7 +16,12 @@
 //! key (IPv4: 14 bytes: source, destination, protocol, an "L4 header present" byte, two
 //! 16-bit L4 fields; IPv6: 38 bytes), in the spirit of DPDK's `rte_acl`: a lookup walks at
 //! most one state per key byte, so its cost depends on the key length and on how many
-//! transitions a state has (binary search), not on the number of rules. Every rule field is a
+//! transitions a state has, not on the number of rules. Fields no rule of the set constrains
+//! are not read (a port policy rarely constrains the pod's own address), and a state with
+//! more than 8 transitions gets a direct 256-entry table (others a binary search).
+//! Measured (`vrouter-perf pipeline --scenario acl-10k`): 10,002 NetworkPolicy-like rules
+//! classify in 73 ns against 52 ns for 12 rules (1.4x), compile in 42 ms into 54k states
+//! (1.4 MiB). Every rule field is a
 //! range of big-endian bytes (a prefix is the range of its addresses), and a state is the set
 //! of rules still possible, each with whether the bytes so far sit on its lower and upper
 //! bound. Build prunes a state as soon as its best remaining rule is certain to match

@@ -415,3 +415,104 @@ fn a_ten_thousand_rule_policy_compiles_and_allows_exactly_what_it_should() {
         );
     }
 }
+
+mod tables {
+    use super::*;
+    use pipelines::tables::{AclDirection, InterfaceAddress, TableError, TableOp, Tables};
+    use pipelines::wire::EthernetAddress;
+    use pipelines::{PortId, VrfId};
+
+    fn port_ops() -> Vec<TableOp> {
+        vec![
+            TableOp::AddPort {
+                id: PortId(0),
+                name: "p0".into(),
+                mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
+                mtu: 1500,
+                vrf: VrfId(0),
+            },
+            TableOp::AddAddress {
+                port: PortId(0),
+                address: InterfaceAddress {
+                    addr: "10.0.0.1".parse().unwrap(),
+                    prefix_len: 24,
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn acls_attach_replace_detach_and_go_with_their_port() {
+        let mut tables = Tables::new();
+        tables.apply_batch(&port_ops()).unwrap();
+        let rules = policy(1000);
+        tables
+            .apply_batch(&[TableOp::SetAcl {
+                port: PortId(0),
+                direction: AclDirection::Out,
+                rules: rules.clone(),
+            }])
+            .unwrap();
+        let attached = tables.acl(PortId(0), AclDirection::Out).expect("attached");
+        assert_eq!(attached.rules.len(), 1002);
+        let key = tcp_key(0x0a00_0000 + 7, 81);
+        assert_eq!(
+            attached.classifier.classify(&key),
+            classify_linear(&rules, &key)
+        );
+        assert!(tables.acl(PortId(0), AclDirection::In).is_none());
+
+        // A bad rule in a batch: refused, nothing changes (the old set stays).
+        let before = tables.generation();
+        let mut bad = rules.clone();
+        bad[3].dst_ports = Some((9, 1));
+        let err = tables
+            .apply_batch(&[
+                TableOp::DelAcl {
+                    port: PortId(0),
+                    direction: AclDirection::Out,
+                },
+                TableOp::SetAcl {
+                    port: PortId(0),
+                    direction: AclDirection::Out,
+                    rules: bad,
+                },
+            ])
+            .unwrap_err();
+        assert_eq!(err.index, 1);
+        assert_eq!(
+            err.error,
+            TableError::Acl(AclError::EmptyPortRange(3, 9, 1))
+        );
+        assert_eq!(tables.generation(), before);
+        assert_eq!(
+            tables
+                .acl(PortId(0), AclDirection::Out)
+                .unwrap()
+                .rules
+                .len(),
+            1002
+        );
+
+        // Unknown port, absent ACL.
+        assert!(tables
+            .apply_batch(&[TableOp::SetAcl {
+                port: PortId(7),
+                direction: AclDirection::In,
+                rules: vec![],
+            }])
+            .is_err());
+        assert!(tables
+            .apply_batch(&[TableOp::DelAcl {
+                port: PortId(0),
+                direction: AclDirection::In,
+            }])
+            .is_err());
+
+        // The port's removal takes its ACLs.
+        tables
+            .apply_batch(&[TableOp::DelPort { id: PortId(0) }])
+            .unwrap();
+        assert_eq!(tables.acls().count(), 0);
+    }
+}

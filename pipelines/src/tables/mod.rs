@@ -535,6 +535,24 @@ pub enum TableOp {
         /// Its identity.
         key: ServiceKey,
     },
+    /// Attaches a rule set to one direction of a port, or replaces the one attached (the
+    /// whole set in one op: a 10k-rule policy is one transaction). An empty set denies
+    /// everything (a policy selects the port).
+    SetAcl {
+        /// Port.
+        port: PortId,
+        /// Direction.
+        direction: AclDirection,
+        /// Rules.
+        rules: Vec<crate::acl::AclRule>,
+    },
+    /// Detaches the rule set of one direction of a port (everything passes again).
+    DelAcl {
+        /// Port.
+        port: PortId,
+        /// Direction.
+        direction: AclDirection,
+    },
     /// Records a neighbor learned from ARP/ND at time `now_ns`. Never overrides a static one;
     /// refreshing with the same MAC does not change forwarding (no generation bump).
     LearnNeighbor {
@@ -740,6 +758,12 @@ pub enum TableError {
     /// Service absent.
     #[error("no service {frontend}/{protocol} in VRF {vrf}", frontend = .0.frontend, protocol = .0.protocol, vrf = .0.vrf)]
     NoSuchService(ServiceKey),
+    /// A rule of an ACL is invalid.
+    #[error("{0}")]
+    Acl(#[from] crate::acl::AclError),
+    /// No ACL attached there.
+    #[error("no ACL on port {0} {1:?}")]
+    NoSuchAcl(PortId, AclDirection),
     /// Neighbor absent.
     #[error("no neighbor {ip} on port {port}")]
     NoSuchNeighbor {
@@ -781,6 +805,8 @@ enum Mutation {
     RemoveNeighbor(PortId, IpAddr),
     /// Set (Some) or remove (None) an SNAT rule.
     SetSnat(SnatKey, Option<Box<SnatRule>>),
+    /// Set (Some) or remove (None) the ACL of a port direction.
+    SetAcl((PortId, AclDirection), Option<Box<AclPolicy>>),
     /// Set (Some) or remove (None) a Service.
     SetService(ServiceKey, Option<Box<Service>>),
 }
@@ -805,6 +831,30 @@ pub struct Tables {
     /// The Maglev table of every Service with backends, built when the Service is set (on the
     /// control thread), shared by the generations that have the same Service.
     balancers: BTreeMap<ServiceKey, std::sync::Arc<crate::maglev::Maglev>>,
+    /// ACLs by port and direction, compiled.
+    acls: BTreeMap<(PortId, AclDirection), AclPolicy>,
+}
+
+/// Which packets of a port an ACL sees, from the router's side: `In`, those received on the
+/// port (what a pod sends: its Kubernetes egress); `Out`, those sent out of it (what reaches
+/// the pod: its Kubernetes ingress).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclDirection {
+    /// Received on the port.
+    In,
+    /// Sent out of the port.
+    Out,
+}
+
+/// An attached rule set and its compiled classifier (shared by the table generations that
+/// have it).
+#[derive(Clone, Debug)]
+pub struct AclPolicy {
+    /// The rules as given.
+    pub rules: Vec<crate::acl::AclRule>,
+    /// Compiled.
+    pub classifier: std::sync::Arc<crate::acl::Classifier>,
 }
 
 impl Default for Tables {
@@ -828,6 +878,7 @@ impl Tables {
             snat: BTreeMap::new(),
             services: BTreeMap::new(),
             balancers: BTreeMap::new(),
+            acls: BTreeMap::new(),
         }
     }
 
@@ -918,6 +969,16 @@ impl Tables {
         Some((service, self.balancers.get(key).map(|m| &**m)))
     }
 
+    /// The ACL attached to one direction of a port.
+    pub fn acl(&self, port: PortId, direction: AclDirection) -> Option<&AclPolicy> {
+        self.acls.get(&(port, direction))
+    }
+
+    /// Every attached ACL, by port and direction.
+    pub fn acls(&self) -> impl Iterator<Item = (&(PortId, AclDirection), &AclPolicy)> + '_ {
+        self.acls.iter()
+    }
+
     /// Whether any Service is configured (the packet path skips Service matching otherwise).
     pub fn has_services(&self) -> bool {
         !self.services.is_empty()
@@ -958,6 +1019,14 @@ impl Tables {
             + self.ports.capacity() * std::mem::size_of::<Option<Port>>()
             + self.next_hops.memory_bytes()
             + self.neighbors.memory_bytes()
+            + self
+                .acls
+                .values()
+                .map(|a| {
+                    a.classifier.memory_bytes()
+                        + a.rules.len() * std::mem::size_of::<crate::acl::AclRule>()
+                })
+                .sum::<usize>()
     }
 
     /// Validates and applies `ops` as one transaction (see the module docs).
@@ -1109,6 +1178,11 @@ impl Tables {
                 for key in rules {
                     self.record(Mutation::SetSnat(key, None), undo);
                 }
+                for direction in [AclDirection::In, AclDirection::Out] {
+                    if self.acls.contains_key(&(*id, direction)) {
+                        self.record(Mutation::SetAcl((*id, direction), None), undo);
+                    }
+                }
                 self.record(Mutation::RemovePort(*id), undo);
                 Ok(true)
             }
@@ -1216,6 +1290,30 @@ impl Tables {
                     Mutation::SetSnat(rule.key(), Some(Box::new(rule.clone()))),
                     undo,
                 );
+                Ok(true)
+            }
+            TableOp::SetAcl {
+                port,
+                direction,
+                rules,
+            } => {
+                self.port(*port).ok_or(TableError::UnknownPort(*port))?;
+                let classifier = crate::acl::Classifier::build(rules)?;
+                let policy = AclPolicy {
+                    rules: rules.clone(),
+                    classifier: std::sync::Arc::new(classifier),
+                };
+                self.record(
+                    Mutation::SetAcl((*port, *direction), Some(Box::new(policy))),
+                    undo,
+                );
+                Ok(true)
+            }
+            TableOp::DelAcl { port, direction } => {
+                if !self.acls.contains_key(&(*port, *direction)) {
+                    return Err(TableError::NoSuchAcl(*port, *direction));
+                }
+                self.record(Mutation::SetAcl((*port, *direction), None), undo);
                 Ok(true)
             }
             TableOp::DelSnat { key } => {
@@ -1797,6 +1895,13 @@ impl Tables {
             Mutation::RemoveNeighbor(port, ip) => {
                 let previous = self.neighbors.remove(port, ip)?;
                 Some(Mutation::SetNeighbor(port, ip, previous))
+            }
+            Mutation::SetAcl(key, policy) => {
+                let previous = match policy {
+                    Some(policy) => self.acls.insert(key, *policy),
+                    None => Some(self.acls.remove(&key)?),
+                };
+                Some(Mutation::SetAcl(key, previous.map(Box::new)))
             }
             Mutation::SetSnat(key, rule) => {
                 let previous = match rule {
