@@ -742,3 +742,32 @@ fn a_udp_client_of_a_removed_backend_moves_while_tcp_stays() {
     );
     lab.assert_drops(&[]);
 }
+
+#[test]
+fn a_masqueraded_protocol_without_ports_keeps_being_translated_from_the_cache() {
+    let mut lab = masquerade_lab();
+    // GRE (47): addresses only.
+    let mut frame = udp4_ports(H0, R[0], H0_V4, [192, 168, 5, 5], 64, 1, 2, b"payload!");
+    frame[14 + 9] = 47;
+    frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = {
+        let mut acc = 0u32;
+        for w in frame[14..34].chunks(2) {
+            acc += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        !(acc as u16)
+    };
+    frame[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    for n in 0..2 {
+        let run = lab.send(0, &frame);
+        assert_eq!(run.verdict, Verdict::Transmit(PortId(1)), "packet {n}");
+        let ip = ipv4_of(&run.frame);
+        assert_eq!(&ip[12..16], &router_v4(1), "packet {n}");
+        assert!(ipv4_header_ok(ip), "packet {n}");
+        assert_eq!(&ip[20..], &ipv4_of(&frame)[20..], "payload untouched");
+    }
+    assert_eq!(lab.pipeline.counters().flow.hits, 1);
+}

@@ -179,13 +179,20 @@ pub(super) fn rewrite_cached(
 ) -> Result<(), DropReason> {
     let (l3, l4) = (m.l3 as usize, m.l4 as usize);
     let protocol = m.key.protocol;
-    let (sum_at, ports_len) = match protocol {
-        6 => (16, 4),
-        17 => (6, 4),
-        1 | 58 => (2, 0),
-        _ => return Err(DropReason::L4Truncated),
+    // Protocols without ports or a checksum over the addresses get their addresses only.
+    let l4_fields = match protocol {
+        6 => Some((16, 4)),
+        17 => Some((6, 4)),
+        1 | 58 => Some((2, 0)),
+        _ => None,
     };
-    if l4 == 0 || frame.len() < l4 + 8.max(sum_at + 2) {
+    if let Some((sum_at, _)) = l4_fields {
+        if l4 == 0 || frame.len() < l4 + 8.max(sum_at + 2) {
+            return Err(DropReason::L4Truncated);
+        }
+    }
+    let ip_header = if m.key.ipv6 { 40 } else { 20 };
+    if frame.len() < l3 + ip_header {
         return Err(DropReason::L4Truncated);
     }
     if m.key.ipv6 {
@@ -198,6 +205,9 @@ pub(super) fn rewrite_cached(
         frame[l3 + 10..l3 + 12]
             .copy_from_slice(&checksum::apply_delta(header, action.ip_delta).to_be_bytes());
     }
+    let Some((sum_at, ports_len)) = l4_fields else {
+        return Ok(());
+    };
     if ports_len == 4 {
         frame[l4..l4 + 2].copy_from_slice(&action.src_port.to_be_bytes());
         frame[l4 + 2..l4 + 4].copy_from_slice(&action.dst_port.to_be_bytes());
@@ -578,40 +588,64 @@ impl Pipeline {
     /// Refuses a connection to a Service without backends as kube-proxy does: TCP reset (not
     /// in answer to a reset), else ICMP port unreachable. Rate-limited with the ICMP errors.
     fn refuse(&mut self, tables: &Tables, packet: &Packet<'_>, m: &Meta, out: &mut Output) {
+        if self.reject(
+            tables,
+            packet,
+            m,
+            out,
+            super::ipv4::CODE_PORT_UNREACHABLE,
+            4,
+        ) {
+            self.counters.service_resets += 1;
+        }
+    }
+
+    /// Answers a refused packet: a TCP reset from its destination (not in answer to a reset),
+    /// else ICMP destination unreachable with `code4` (IPv4) or `code6` (IPv6). True if a
+    /// reset was sent.
+    pub(super) fn reject(
+        &mut self,
+        tables: &Tables,
+        packet: &Packet<'_>,
+        m: &Meta,
+        out: &mut Output,
+        code4: u8,
+        code6: u8,
+    ) -> bool {
         if m.key.protocol != 6 {
             if m.key.ipv6 {
-                self.icmp6_error(tables, packet, m, 1, 4, 0, out);
+                self.icmp6_error(tables, packet, m, 1, code6, 0, out);
             } else {
                 self.icmp4_error(
                     tables,
                     packet,
                     m,
                     super::ipv4::ICMP_DEST_UNREACHABLE,
-                    super::ipv4::CODE_PORT_UNREACHABLE,
+                    code4,
                     0,
                     out,
                 );
             }
-            return;
+            return false;
         }
         let frame = packet.frame();
         let flags = tcp_flags(frame, m);
         if flags.0 & TcpFlags::RST.0 != 0 || m.l4 == 0 {
-            return;
+            return false;
         }
         let Some(port) = tables.port(packet.in_port) else {
-            return;
+            return false;
         };
         if !self.icmp_limit.take(self.now_ns) {
             self.counters.icmp_rate_limited += 1;
-            return;
+            return false;
         }
         let l4 = m.l4 as usize;
         let Some(tcp) = frame.get(l4..m.l3 as usize + m.ip_len as usize) else {
-            return;
+            return false;
         };
         if tcp.len() < 20 || frame.len() < ETHERNET_HEADER_LEN {
-            return;
+            return false;
         }
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
@@ -679,8 +713,8 @@ impl Pipeline {
             let sum = !checksum::combine(&[pseudo, checksum::sum(t)]);
             t[16..18].copy_from_slice(&sum.to_be_bytes());
         }
-        self.counters.service_resets += 1;
         self.emit(out, packet.in_port, reply);
+        true
     }
 
     /// An ICMP error quoting a packet of a tracked connection: translates the quoted headers
