@@ -160,6 +160,9 @@ pub struct Counters {
     /// ICMP errors about a translated packet whose quote and addresses were translated back.
     #[serde(default)]
     pub icmp_errors_translated: u64,
+    /// TCP resets sent for packets an ACL rejected (its other rejections are ICMP errors).
+    #[serde(default)]
+    pub acl_resets: u64,
 }
 
 impl Counters {
@@ -177,6 +180,7 @@ impl Counters {
             remotes: Vec::new(),
             service_resets: 0,
             icmp_errors_translated: 0,
+            acl_resets: 0,
         }
     }
 
@@ -250,6 +254,7 @@ impl Counters {
         self.checksums_completed += other.checksums_completed;
         self.service_resets += other.service_resets;
         self.icmp_errors_translated += other.icmp_errors_translated;
+        self.acl_resets += other.acl_resets;
         for theirs in &other.remotes {
             match self
                 .remotes

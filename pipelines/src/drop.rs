@@ -101,6 +101,8 @@ drop_reasons! {
     ConntrackInvalid => "conntrack-invalid", "packet cannot open a NAT connection (a TCP packet that is not a SYN or ACK)";
     NatFragment => "nat-fragment", "fragment of a translated connection (no reassembly)";
     ServiceReject => "service-reject", "connection to a Service without backends (refused with a TCP reset or ICMP port unreachable)";
+    AclDeny => "acl-deny", "denied by a port's ACL (a deny rule, or no rule of an attached set allows it)";
+    AclReject => "acl-reject", "rejected by a port's ACL (TCP reset or ICMP administratively prohibited sent)";
 }
 
 #[cfg(test)]

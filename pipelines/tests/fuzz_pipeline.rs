@@ -810,8 +810,8 @@ proptest! {
 }
 
 /// H0's subnets masqueraded out of p1 and p3 (source ports `low..=low + width` from
-/// `ports`), and Services on the destinations the generator uses: a UDP VIP with a remote and
-/// a hairpin backend, a TCP VIP without backends, a node port.
+/// `ports`), Services on the destinations the generator uses (a UDP VIP with a remote and a
+/// hairpin backend, a TCP VIP without backends, a node port), and ACLs on p2 and p3.
 fn nat_ops(ports: (u16, u16), affinity: Option<u32>) -> Vec<TableOp> {
     let low = ports.0.min(65535 - ports.1);
     let mut ops = Vec::new();
@@ -868,6 +868,34 @@ fn nat_ops(ports: (u16, u16), affinity: Option<u32>) -> Vec<TableOp> {
         L4Protocol::Udp,
         vec![([10, 0, 3, 2], 5353)],
     ));
+    // ACLs: p2 admits only UDP to 53 (the Service's backend port) and ICMP, rejecting TCP;
+    // p3 sends nothing it did not answer (an empty In set).
+    use pipelines::acl::{AclAction, AclRule};
+    let rule = |protocol, dst_ports, action| AclRule {
+        priority: 1,
+        src: None,
+        dst: None,
+        protocol,
+        src_ports: None,
+        dst_ports,
+        icmp_type: None,
+        icmp_code: None,
+        action,
+    };
+    ops.push(TableOp::SetAcl {
+        port: PortId(2),
+        direction: pipelines::tables::AclDirection::Out,
+        rules: vec![
+            rule(Some(17), Some((53, 53)), AclAction::Allow),
+            rule(Some(1), None, AclAction::Allow),
+            rule(Some(6), None, AclAction::Reject),
+        ],
+    });
+    ops.push(TableOp::SetAcl {
+        port: PortId(3),
+        direction: pipelines::tables::AclDirection::In,
+        rules: vec![],
+    });
     ops
 }
 

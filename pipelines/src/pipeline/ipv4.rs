@@ -1,6 +1,7 @@
 //! IPv4: ingress validation and flow key, the slow path (route lookup, TTL, MTU and
 //! fragmentation, ICMP errors) and packets addressed to the router.
 
+use super::acl::AclOutcome;
 use super::resolve::Route;
 use super::{Meta, Next, Output, Pipeline, Verdict};
 use crate::drop::DropReason;
@@ -131,11 +132,21 @@ impl Pipeline {
             Route::Local => return None,
             Route::Drop(reason) => return Some(Verdict::Drop(reason)),
             Route::Tunnel { next_hop } => {
+                let egress = self.tunnel_egress(tables, next_hop, m);
+                let acl = match egress {
+                    Some((tunnel, _)) => {
+                        match self.acl_check(tables, packet, m, tunnel.id, &plan, out) {
+                            Ok(acl) => acl,
+                            Err(reason) => return Some(Verdict::Drop(reason)),
+                        }
+                    }
+                    None => AclOutcome::NoPolicy,
+                };
                 if m.ttl <= 1 {
                     self.icmp4_error(tables, packet, m, ICMP_TIME_EXCEEDED, 0, 0, out);
                     return Some(Verdict::Drop(DropReason::TtlExceeded));
                 }
-                let nat = match self.tunnel_egress(tables, next_hop, m) {
+                let nat = match egress {
                     Some((tunnel, false)) => {
                         match self.nat_apply(tables, packet.frame_mut(), m, tunnel, plan) {
                             Ok(nat) => nat,
@@ -144,6 +155,9 @@ impl Pipeline {
                     }
                     _ => None,
                 };
+                if acl == (AclOutcome::Allowed { new: true }) {
+                    self.acl_track(tables, packet.frame(), m, nat.as_ref());
+                }
                 return Some(self.forward_tunnel(tables, packet, m, next_hop, nat, out));
             }
             Route::Unreachable(reason) => {
@@ -164,6 +178,10 @@ impl Pipeline {
         let Some(out_port) = tables.port(out_port) else {
             return Some(Verdict::Drop(DropReason::NextHopInvalid));
         };
+        let acl = match self.acl_check(tables, packet, m, out_port.id, &plan, out) {
+            Ok(acl) => acl,
+            Err(reason) => return Some(Verdict::Drop(reason)),
+        };
         if m.ip_len > out_port.mtu && m.dont_fragment {
             let mtu = out_port.mtu;
             self.icmp4_error(
@@ -183,6 +201,9 @@ impl Pipeline {
             Ok(nat) => nat,
             Err(reason) => return Some(Verdict::Drop(reason)),
         };
+        if acl == (AclOutcome::Allowed { new: true }) {
+            self.acl_track(tables, packet.frame(), m, nat.as_ref());
+        }
         if m.ip_len > out_port.mtu {
             return Some(self.fragment_and_send(tables, packet, m, out_port, neighbor, out));
         }

@@ -2,6 +2,7 @@
 //! path (hop limit, Packet Too Big: routers never fragment IPv6), neighbor discovery and
 //! packets addressed to the router.
 
+use super::acl::AclOutcome;
 use super::resolve::{icmpv6_frame, Route};
 use super::{ipv4::l4_ports, Event, Meta, Next, Output, Pipeline, Verdict};
 use crate::drop::DropReason;
@@ -124,11 +125,21 @@ impl Pipeline {
                 if is_link_local(&Ipv6Addr::from(m.key.src)) {
                     return Some(Verdict::Drop(DropReason::Ipv6SourceInvalid));
                 }
+                let egress = self.tunnel_egress(tables, next_hop, m);
+                let acl = match egress {
+                    Some((tunnel, _)) => {
+                        match self.acl_check(tables, packet, m, tunnel.id, &plan, out) {
+                            Ok(acl) => acl,
+                            Err(reason) => return Some(Verdict::Drop(reason)),
+                        }
+                    }
+                    None => AclOutcome::NoPolicy,
+                };
                 if m.ttl <= 1 {
                     self.icmp6_error(tables, packet, m, ICMPV6_TIME_EXCEEDED, 0, 0, out);
                     return Some(Verdict::Drop(DropReason::TtlExceeded));
                 }
-                let nat = match self.tunnel_egress(tables, next_hop, m) {
+                let nat = match egress {
                     Some((tunnel, false)) => {
                         match self.nat_apply(tables, packet.frame_mut(), m, tunnel, plan) {
                             Ok(nat) => nat,
@@ -137,6 +148,9 @@ impl Pipeline {
                     }
                     _ => None,
                 };
+                if acl == (AclOutcome::Allowed { new: true }) {
+                    self.acl_track(tables, packet.frame(), m, nat.as_ref());
+                }
                 return Some(self.forward_tunnel(tables, packet, m, next_hop, nat, out));
             }
             Route::Unreachable(reason) => {
@@ -161,6 +175,10 @@ impl Pipeline {
         let Some(out_port) = tables.port(out_port) else {
             return Some(Verdict::Drop(DropReason::NextHopInvalid));
         };
+        let acl = match self.acl_check(tables, packet, m, out_port.id, &plan, out) {
+            Ok(acl) => acl,
+            Err(reason) => return Some(Verdict::Drop(reason)),
+        };
         if m.ip_len > out_port.mtu {
             let mtu = out_port.mtu as u32;
             self.icmp6_error(tables, packet, m, ICMPV6_PACKET_TOO_BIG, 0, mtu, out);
@@ -170,6 +188,9 @@ impl Pipeline {
             Ok(nat) => nat,
             Err(reason) => return Some(Verdict::Drop(reason)),
         };
+        if acl == (AclOutcome::Allowed { new: true }) {
+            self.acl_track(tables, packet.frame(), m, nat.as_ref());
+        }
         Some(self.forward_to(tables, packet, m, out_port, neighbor, nat, out))
     }
 

@@ -40,6 +40,7 @@
 //!   default, ~10 MiB) is allocated per worker up front. Both directions of a connection
 //!   must reach the same worker (one table per worker, nothing shared or locked).
 
+mod acl;
 mod arp;
 mod ipv4;
 mod ipv6;

@@ -969,6 +969,11 @@ impl Tables {
         Some((service, self.balancers.get(key).map(|m| &**m)))
     }
 
+    /// Whether any ACL is attached (the packet path skips ACL lookups otherwise).
+    pub fn has_acls(&self) -> bool {
+        !self.acls.is_empty()
+    }
+
     /// The ACL attached to one direction of a port.
     pub fn acl(&self, port: PortId, direction: AclDirection) -> Option<&AclPolicy> {
         self.acls.get(&(port, direction))
