@@ -39,6 +39,9 @@
 //!   the connection). The table's memory (`PipelineConfig::conntrack`, 64k connections by
 //!   default, ~10 MiB) is allocated per worker up front. Both directions of a connection
 //!   must reach the same worker (one table per worker, nothing shared or locked).
+//! - ACLs (module `acl`) are checked in ip-lookup for packets that open a connection through
+//!   a port with a rule set; allowed connections are tracked so their replies pass, and their
+//!   flows are cached like any other.
 
 mod acl;
 mod arp;
