@@ -147,6 +147,10 @@ Commands:
   conntrack list [src PREFIX] [dst PREFIX] [proto tcp|udp|icmp] [limit N]
   conntrack flush
   conntrack stats
+  acl add IFNAME in|out [priority N] [src PREFIX] [dst PREFIX] [proto P] [sport PORTS] [dport PORTS]
+          [icmp-type T [code C]] allow|deny|reject
+  acl del IFNAME in|out [rule N]
+  acl list [IFNAME]
   flow list [limit N]
   stats
   drops [all]
@@ -221,6 +225,12 @@ const USAGE: &[(&str, &str)] = &[
     ),
     ("conntrack", "conntrack flush"),
     ("conntrack", "conntrack stats"),
+    (
+        "acl",
+        "acl add IFNAME in|out [priority N] [src PREFIX] [dst PREFIX] [proto P] [sport PORTS] [dport PORTS] [icmp-type T [code C]] allow|deny|reject",
+    ),
+    ("acl", "acl del IFNAME in|out [rule N]"),
+    ("acl", "acl list [IFNAME]"),
     ("flow", "flow list [limit N]"),
     ("stats", "stats"),
     ("drops", "drops [all]"),
@@ -311,6 +321,11 @@ pub enum Command {
     ConntrackFlush,
     /// `conntrack stats`.
     ConntrackStats,
+    /// `acl list [IFNAME]`.
+    AclList {
+        /// Only this port.
+        port: Option<String>,
+    },
     /// `flow list [limit N]`.
     FlowList {
         /// At most this many flows.
@@ -345,7 +360,9 @@ impl Command {
             Command::NeighList { .. } => Request::Neighbors,
             Command::VxlanList { .. } => Request::Vxlans,
             Command::FlowList { limit } => Request::Flows { limit: *limit },
-            Command::SnatList | Command::ServiceList => Request::ShowConfig,
+            Command::SnatList | Command::ServiceList | Command::AclList { .. } => {
+                Request::ShowConfig
+            }
             Command::ConntrackList(filter) => Request::Connections {
                 limit: filter.limit,
             },
@@ -386,10 +403,11 @@ const OBJECTS: &[(&str, &str)] = &[
     ("svc", "service"),
     ("conntrack", "conntrack"),
     ("ct", "conntrack"),
+    ("acl", "acl"),
 ];
 
 const OBJECT_LIST: &str =
-    "port, route, neigh, vxlan, nat, service, conntrack, flow, stats, drops, \
+    "port, route, neigh, vxlan, nat, service, conntrack, acl, flow, stats, drops, \
      status, apply, batch, show, help";
 
 /// Resolves `word` against `table` (keyword, value): an exact match, else the first keyword
@@ -559,6 +577,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         "nat" => parse_nat(&mut words),
         "service" => parse_service(&mut words),
         "conntrack" => parse_conntrack(&mut words),
+        "acl" => parse_acl(&mut words),
         "flow" => {
             words.verb(SHOW_VERBS, Some(Verb::List))?;
             let mut limit = None;
@@ -1503,6 +1522,18 @@ pub fn render(command: &Command, response: Response, json: bool) -> Result<Rende
             rendered.stdout = json_payload("services", &config.services);
             return Ok(rendered);
         }
+        (Command::AclList { port }, Response::Config { config }) => {
+            let mut acls = config.acls;
+            if let Some(port) = port {
+                acls.retain(|a| &a.port == port);
+            }
+            rendered.stdout = if json {
+                json_payload("acls", &acls)
+            } else {
+                render_acls(&acls)
+            };
+            return Ok(rendered);
+        }
         (Command::ConntrackList(filter), Response::Connections { mut conntrack }) => {
             conntrack
                 .connections
@@ -1577,7 +1608,7 @@ fn expected_response(command: &Command) -> &'static str {
         Command::NeighList { .. } => "neighbors",
         Command::VxlanList { .. } => "vxlans",
         Command::FlowList { .. } => "flows",
-        Command::SnatList | Command::ServiceList => "config",
+        Command::SnatList | Command::ServiceList | Command::AclList { .. } => "config",
         Command::ConntrackList(_) | Command::ConntrackStats => "connections",
         Command::ConntrackFlush => "flushed",
         Command::Stats => "stats",
@@ -2481,6 +2512,161 @@ fn parse_conntrack(words: &mut Words<'_>) -> Result<Command, UsageError> {
     }
 }
 
+fn parse_direction(
+    words: &mut Words<'_>,
+    command: &str,
+) -> Result<pipelines::tables::AclDirection, UsageError> {
+    match words.required(command, "a direction: in or out")? {
+        "in" => Ok(pipelines::tables::AclDirection::In),
+        "out" => Ok(pipelines::tables::AclDirection::Out),
+        other => Err(words.error(format!("bad direction '{other}': expected in or out"))),
+    }
+}
+
+fn parse_acl(words: &mut Words<'_>) -> Result<Command, UsageError> {
+    use crate::acl::{AclRuleConfig, Ports, Protocol};
+    use pipelines::acl::AclAction;
+    match words.verb(CHANGE_VERBS, Some(Verb::List))? {
+        Verb::List => {
+            let port = words.next().map(|p| parse_ifname(words, p)).transpose()?;
+            words.finish("acl list [IFNAME]")?;
+            Ok(Command::AclList { port })
+        }
+        Verb::Delete => {
+            let value = words.required("acl del", "an interface name")?;
+            let port = parse_ifname(words, value)?;
+            let direction = parse_direction(words, "acl del IFNAME")?;
+            let change = match words.next() {
+                None => Change::DelAcl { port, direction },
+                Some("rule") => {
+                    let value = words.value("rule", "a rule position (1, 2, ...)")?;
+                    let position =
+                        value
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| {
+                                words.error(format!("bad rule '{value}': expected 1, 2, ..."))
+                            })?;
+                    words.finish("acl del IFNAME in|out rule N")?;
+                    Change::DelAclRule {
+                        port,
+                        direction,
+                        position,
+                    }
+                }
+                Some(other) => return Err(words.error(format!("unexpected '{other}' in acl del"))),
+            };
+            Ok(Command::Change(vec![change]))
+        }
+        Verb::Add => {
+            let value = words.required("acl add", "an interface name")?;
+            let port = parse_ifname(words, value)?;
+            let direction = parse_direction(words, "acl add IFNAME")?;
+            let mut rule = AclRuleConfig {
+                priority: crate::acl::DEFAULT_PRIORITY,
+                src: None,
+                dst: None,
+                protocol: None,
+                src_ports: None,
+                dst_ports: None,
+                icmp_type: None,
+                icmp_code: None,
+                action: AclAction::Deny,
+            };
+            let mut priority = None;
+            let mut action = None;
+            while let Some(word) = words.next() {
+                match word {
+                    "priority" | "prio" => {
+                        let value = words.value(word, "a number")?;
+                        let n = value.parse::<u32>().map_err(|_| {
+                            words.error(format!("bad priority '{value}': expected a number"))
+                        })?;
+                        set_once(&mut priority, n, "priority", words)?;
+                    }
+                    "src" | "dst" => {
+                        let value = words.value(word, "a prefix")?;
+                        let prefix: IpPrefix = value
+                            .parse()
+                            .map_err(|e| words.error(format!("bad prefix {value}: {e}")))?;
+                        let slot = if word == "src" {
+                            &mut rule.src
+                        } else {
+                            &mut rule.dst
+                        };
+                        set_once(slot, prefix, word, words)?;
+                    }
+                    "proto" | "protocol" => {
+                        let value = words.value(word, "tcp, udp, sctp, icmp, icmpv6 or 0-255")?;
+                        let p: Protocol = value.parse().map_err(|e: String| words.error(e))?;
+                        set_once(&mut rule.protocol, p, "proto", words)?;
+                    }
+                    "sport" | "dport" => {
+                        let value = words.value(word, "PORT or LO-HI")?;
+                        let r = crate::acl::parse_ports(value).map_err(|e| words.error(e))?;
+                        let slot = if word == "sport" {
+                            &mut rule.src_ports
+                        } else {
+                            &mut rule.dst_ports
+                        };
+                        set_once(slot, Ports(r.low, r.high), word, words)?;
+                    }
+                    "icmp-type" | "type" => {
+                        let value = words.value(word, "an ICMP type (0-255)")?;
+                        let t = value.parse::<u8>().map_err(|_| {
+                            words.error(format!("bad icmp-type '{value}': expected 0-255"))
+                        })?;
+                        set_once(&mut rule.icmp_type, t, "icmp-type", words)?;
+                        if words.peek() == Some("code") {
+                            words.next();
+                            let value = words.value("code", "an ICMP code (0-255)")?;
+                            let c = value.parse::<u8>().map_err(|_| {
+                                words.error(format!("bad code '{value}': expected 0-255"))
+                            })?;
+                            rule.icmp_code = Some(c);
+                        }
+                    }
+                    "allow" | "accept" | "permit" => {
+                        set_once(&mut action, AclAction::Allow, "action", words)?
+                    }
+                    "deny" | "drop" => set_once(&mut action, AclAction::Deny, "action", words)?,
+                    "reject" => set_once(&mut action, AclAction::Reject, "action", words)?,
+                    other => return Err(words.error(format!("unexpected '{other}' in acl add"))),
+                }
+            }
+            rule.action = action
+                .ok_or_else(|| words.error("acl add needs an action: allow, deny or reject"))?;
+            rule.priority = priority.unwrap_or(crate::acl::DEFAULT_PRIORITY);
+            pipelines::acl::validate_rule(1, &rule.rule())
+                .map_err(|e| words.error(e.to_string().replacen("rule 1: ", "", 1)))?;
+            Ok(Command::Change(vec![Change::AddAclRule {
+                port,
+                direction,
+                rule,
+            }]))
+        }
+    }
+}
+
+/// `acl list`: each set with its rules numbered in their order.
+pub fn render_acls(acls: &[crate::acl::AclConfig]) -> String {
+    let mut text = String::new();
+    for acl in acls {
+        let _ = writeln!(
+            text,
+            "{} {}: {} rule(s); anything no rule allows is denied",
+            acl.port,
+            crate::acl::direction_name(acl.direction),
+            acl.rules.len()
+        );
+        for (i, rule) in acl.rules.iter().enumerate() {
+            let _ = writeln!(text, "  {:>4}  {rule}", i + 1);
+        }
+    }
+    text
+}
+
 /// `nat snat list`.
 pub fn render_snats(rules: &[crate::nat::SnatConfig]) -> String {
     let mut table = Table::new(&[
@@ -2713,7 +2899,7 @@ mod tests {
         let e = parse("xyz").unwrap_err();
         assert_eq!(
             e.message,
-            "unknown object 'xyz'; expected one of port, route, neigh, vxlan, nat, service, conntrack, flow, stats, drops, status, apply, batch, show, help"
+            "unknown object 'xyz'; expected one of port, route, neigh, vxlan, nat, service, conntrack, acl, flow, stats, drops, status, apply, batch, show, help"
         );
         assert_eq!(e.object, None);
         assert!(parse("").unwrap_err().message.starts_with("missing object"));
@@ -4161,5 +4347,69 @@ VRF  PREFIX       KIND       VIA       DEV
             limit: 10,
         };
         assert!(!filter.matches(&connections[0].connection));
+    }
+
+    #[test]
+    fn acl_commands_parse_and_refuse_bad_rules() {
+        use pipelines::acl::AclAction;
+        use pipelines::tables::AclDirection;
+        match parse("acl add vp1 out priority 10 src 10.0.0.0/24 proto tcp dport 80-81 allow")
+            .unwrap()
+        {
+            Command::Change(changes) => match &changes[0] {
+                Change::AddAclRule {
+                    port,
+                    direction,
+                    rule,
+                } => {
+                    assert_eq!(port, "vp1");
+                    assert_eq!(*direction, AclDirection::Out);
+                    assert_eq!(rule.priority, 10);
+                    assert_eq!(rule.action, AclAction::Allow);
+                    assert_eq!(rule.rule().dst_ports, Some((80, 81)));
+                    assert_eq!(rule.rule().protocol, Some(6));
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("acl add vp1 in proto icmp icmp-type 8 code 0 reject").unwrap(),
+            Command::Change(c) if matches!(&c[0], Change::AddAclRule { rule, .. } if rule.icmp_code == Some(0))
+        ));
+        assert!(matches!(
+            parse("acl del vp1 in rule 2").unwrap(),
+            Command::Change(c) if matches!(c[0], Change::DelAclRule { position: 2, .. })
+        ));
+        assert!(matches!(
+            parse("acl del vp1 out").unwrap(),
+            Command::Change(c) if matches!(c[0], Change::DelAcl { .. })
+        ));
+        assert_eq!(
+            parse("acl list vp1").unwrap(),
+            Command::AclList {
+                port: Some("vp1".into())
+            }
+        );
+        for (line, expected) in [
+            ("acl add vp1 sideways allow", "bad direction"),
+            ("acl add vp1 in proto tcp", "needs an action"),
+            ("acl add vp1 in dport 80 allow", "ports need protocol"),
+            ("acl add vp1 in proto tcp dport 90-80 allow", "empty range"),
+            (
+                "acl add vp1 in proto tcp icmp-type 8 allow",
+                "icmp type/code need",
+            ),
+            (
+                "acl add vp1 in src 10.0.0.0/8 dst fd00::/8 allow",
+                "mixes IPv4 and IPv6",
+            ),
+            ("acl add vp1 in proto gre allow", "bad protocol"),
+            ("acl add vp1 in allow deny", "action given twice"),
+            ("acl del vp1 in rule 0", "bad rule"),
+        ] {
+            let message = parse_err(line);
+            assert!(message.contains(expected), "{line}: {message}");
+        }
     }
 }

@@ -343,6 +343,9 @@ pub struct Config {
     /// Services.
     #[serde(default, rename = "service", skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceConfig>,
+    /// ACLs (a rule set per port direction).
+    #[serde(default, rename = "acl", skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<crate::acl::AclConfig>,
 }
 
 /// Where in the document an error is.
@@ -362,6 +365,8 @@ pub enum Item {
     Snat(usize),
     /// `[[service]]` n.
     Service(usize),
+    /// `[[acl]]` n.
+    Acl(usize),
 }
 
 impl Item {
@@ -374,6 +379,7 @@ impl Item {
             Item::Vxlan(i) => ("vxlan", *i),
             Item::Snat(i) => ("snat", *i),
             Item::Service(i) => ("service", *i),
+            Item::Acl(i) => ("acl", *i),
         }
     }
 }
@@ -705,6 +711,20 @@ impl Config {
                 return Err(err("configured twice".into()));
             }
         }
+        let mut acls = HashSet::new();
+        for (i, acl) in self.acls.iter().enumerate() {
+            let err =
+                |m: String| ConfigError::invalid(Item::Acl(i), self.describe(Item::Acl(i)), m);
+            if self.port(&acl.port).is_none() {
+                return Err(err(format!("port {} is not a configured port", acl.port)));
+            }
+            if !acls.insert((acl.port.as_str(), acl.direction)) {
+                return Err(err(
+                    "configured twice (one rule set per port direction)".into()
+                ));
+            }
+            acl.validate().map_err(err)?;
+        }
         Ok(())
     }
 
@@ -773,6 +793,9 @@ impl Config {
             }),
             Item::Service(i) => self.services.get(i).map_or(String::from("service ?"), |v| {
                 format!("service {}", v.identity())
+            }),
+            Item::Acl(i) => self.acls.get(i).map_or(String::from("acl ?"), |a| {
+                format!("acl {} {}", a.port, crate::acl::direction_name(a.direction))
             }),
         }
     }
@@ -848,6 +871,16 @@ impl Config {
                 service: service.service(),
             });
             origins.push(Item::Service(i));
+        }
+        for (i, acl) in self.acls.iter().enumerate() {
+            if let Some(resolved) = ports.get(&acl.port) {
+                ops.push(TableOp::SetAcl {
+                    port: resolved.id,
+                    direction: acl.direction,
+                    rules: acl.rules(),
+                });
+                origins.push(Item::Acl(i));
+            }
         }
         (ops, origins)
     }
@@ -1049,6 +1082,26 @@ pub fn plan(
         }
     }
 
+    // 0b. ACLs that go away (a set on a port deleted below goes with it).
+    let new_acls: HashSet<(&str, pipelines::tables::AclDirection)> = new
+        .acls
+        .iter()
+        .map(|a| (a.port.as_str(), a.direction))
+        .collect();
+    for acl in &old.acls {
+        if new_acls.contains(&(acl.port.as_str(), acl.direction)) || affected.contains(&acl.port) {
+            continue;
+        }
+        if let Some(port) = tables.port_by_name(&acl.port) {
+            if tables.acl(port.id, acl.direction).is_some() {
+                ops.push(TableOp::DelAcl {
+                    port: port.id,
+                    direction: acl.direction,
+                });
+            }
+        }
+    }
+
     // 1. Routes that go away, change, or ride on an affected port: delete now (re-added below).
     let new_routes: HashMap<(u32, IpPrefix), &RouteConfig> =
         new.routes.iter().map(|r| (route_key(r), r)).collect();
@@ -1231,6 +1284,24 @@ pub fn plan(
             ops.push(TableOp::AddService { service: wanted });
         }
     }
+    // 8. ACLs new, changed or on re-created ports.
+    for acl in &new.acls {
+        let Some(resolved) = ports.get(&acl.port) else {
+            continue;
+        };
+        let rules = acl.rules();
+        let installed = !affected.contains(&acl.port)
+            && tables
+                .acl(resolved.id, acl.direction)
+                .is_some_and(|a| a.rules == rules);
+        if !installed {
+            ops.push(TableOp::SetAcl {
+                port: resolved.id,
+                direction: acl.direction,
+                rules,
+            });
+        }
+    }
     ops
 }
 
@@ -1378,6 +1449,7 @@ pub fn merge_changes(
                 });
                 next.neighbors.retain(|n| &n.dev != name);
                 next.snats.retain(|r| &r.out != name);
+                next.acls.retain(|a| &a.port != name);
             }
             Change::AddRoute(change) => {
                 let vrf = change.vrf.unwrap_or_else(|| {
@@ -1437,6 +1509,54 @@ pub fn merge_changes(
                 };
                 next.vxlans.remove(position);
                 next.routes.retain(|r| r.vxlan != Some(*vni));
+            }
+            Change::AddAclRule {
+                port,
+                direction,
+                rule,
+            } => match next
+                .acls
+                .iter_mut()
+                .find(|a| &a.port == port && a.direction == *direction)
+            {
+                Some(acl) => acl.rules.push(rule.clone()),
+                None => next.acls.push(crate::acl::AclConfig {
+                    port: port.clone(),
+                    direction: *direction,
+                    rules: vec![rule.clone()],
+                }),
+            },
+            Change::DelAclRule {
+                port,
+                direction,
+                position,
+            } => {
+                let what = format!("acl {port} {}", crate::acl::direction_name(*direction));
+                let Some(acl) = next
+                    .acls
+                    .iter_mut()
+                    .find(|a| &a.port == port && a.direction == *direction)
+                else {
+                    return Err(refuse(what, "no rule set there".into()));
+                };
+                if *position == 0 || *position > acl.rules.len() {
+                    return Err(refuse(
+                        what,
+                        format!("no rule {position} (the set has {})", acl.rules.len()),
+                    ));
+                }
+                acl.rules.remove(position - 1);
+            }
+            Change::DelAcl { port, direction } => {
+                let before = next.acls.len();
+                next.acls
+                    .retain(|a| !(&a.port == port && a.direction == *direction));
+                if next.acls.len() == before {
+                    return Err(refuse(
+                        format!("acl {port} {}", crate::acl::direction_name(*direction)),
+                        "no rule set there".into(),
+                    ));
+                }
             }
             Change::AddSnat(rule) => {
                 match next
@@ -2201,5 +2321,123 @@ protocol = "udp"
             out: "uplink".into(),
         };
         assert!(apply_changes(&next, &[rule]).is_err());
+    }
+
+    const ACL_SAMPLE: &str = r#"
+[[port]]
+name = "pod1"
+addresses = ["10.0.1.1/24"]
+
+[[acl]]
+port = "pod1"
+direction = "out"
+
+[[acl.rule]]
+priority = 10
+src = "10.0.0.0/16"
+protocol = "tcp"
+dst_ports = "80"
+action = "allow"
+
+[[acl.rule]]
+protocol = "icmp"
+icmp_type = 8
+action = "allow"
+"#;
+
+    #[test]
+    fn acls_parse_round_trip_plan_minimally_and_refuse_bad_rules() {
+        let config = Config::parse(ACL_SAMPLE).unwrap();
+        assert_eq!(config.acls[0].rules.len(), 2);
+        assert_eq!(
+            config.acls[0].rules[1].priority,
+            crate::acl::DEFAULT_PRIORITY
+        );
+        let again = Config::parse(&config.to_toml().unwrap()).unwrap();
+        assert_eq!(again, config);
+        let ports = resolve_all(&config);
+        let mut tables = Tables::new();
+        tables
+            .apply_batch(&plan(&Config::default(), &config, &tables, &ports))
+            .unwrap();
+        assert_eq!(tables.acls().count(), 1);
+        assert!(plan(&config, &config, &tables, &ports).is_empty());
+        let mut fewer = config.clone();
+        fewer.acls[0].rules.pop();
+        assert_eq!(plan(&config, &fewer, &tables, &ports).len(), 1);
+        let mut gone = config.clone();
+        gone.acls.clear();
+        let ops = plan(&config, &gone, &tables, &ports);
+        assert!(matches!(ops[..], [TableOp::DelAcl { .. }]), "{ops:?}");
+
+        for (from, to, expected) in [
+            ("dst_ports = \"80\"", "dst_ports = \"90-80\"", "empty range"),
+            (
+                "protocol = \"tcp\"",
+                "protocol = \"icmp\"",
+                "rule 1: ports need protocol",
+            ),
+            (
+                "port = \"pod1\"",
+                "port = \"pod9\"",
+                "not a configured port",
+            ),
+            (
+                "direction = \"out\"",
+                "direction = \"sideways\"",
+                "sideways",
+            ),
+            ("action = \"allow\"", "action = \"maybe\"", "maybe"),
+            ("icmp_type = 8", "icmp_code = 8", "rule 2: icmp code needs"),
+        ] {
+            let bad = ACL_SAMPLE.replacen(from, to, 1);
+            let err = Config::parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(expected), "{to}: {err}");
+        }
+        let twice = format!("{ACL_SAMPLE}\n[[acl]]\nport = \"pod1\"\ndirection = \"out\"\n");
+        assert!(Config::parse(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("configured twice"));
+
+        // Rule changes and the port's removal.
+        let rule = config.acls[0].rules[0].clone();
+        let next = apply_changes(
+            &config,
+            &[Change::AddAclRule {
+                port: "pod1".into(),
+                direction: pipelines::tables::AclDirection::In,
+                rule,
+            }],
+        )
+        .unwrap();
+        assert_eq!(next.acls.len(), 2);
+        let next = apply_changes(
+            &next,
+            &[Change::DelAclRule {
+                port: "pod1".into(),
+                direction: pipelines::tables::AclDirection::Out,
+                position: 1,
+            }],
+        )
+        .unwrap();
+        assert_eq!(next.acls[0].rules.len(), 1);
+        assert!(apply_changes(
+            &next,
+            &[Change::DelAclRule {
+                port: "pod1".into(),
+                direction: pipelines::tables::AclDirection::Out,
+                position: 5,
+            }]
+        )
+        .is_err());
+        let next = apply_changes(
+            &next,
+            &[Change::DelPort {
+                name: "pod1".into(),
+            }],
+        )
+        .unwrap();
+        assert!(next.acls.is_empty());
     }
 }

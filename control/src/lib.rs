@@ -3,6 +3,7 @@
 //! ([`client`]), and the logic of the control daemon ([`daemon`]) and of the operator CLI
 //! ([`cli`]). Binaries are thin wrappers.
 
+pub mod acl;
 pub mod cli;
 pub mod client;
 pub mod config;

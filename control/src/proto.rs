@@ -115,6 +115,32 @@ pub enum Change {
         /// The backend.
         backend: crate::nat::BackendSpec,
     },
+    /// Appends a rule to the set of a port direction (creating the set: from then on, what
+    /// no rule allows is denied there).
+    AddAclRule {
+        /// Port.
+        port: String,
+        /// Direction.
+        direction: pipelines::tables::AclDirection,
+        /// The rule.
+        rule: crate::acl::AclRuleConfig,
+    },
+    /// Removes the rule at `position` (1-based, as `acl list` shows it).
+    DelAclRule {
+        /// Port.
+        port: String,
+        /// Direction.
+        direction: pipelines::tables::AclDirection,
+        /// Position.
+        position: usize,
+    },
+    /// Detaches the rule set of a port direction (everything passes again).
+    DelAcl {
+        /// Port.
+        port: String,
+        /// Direction.
+        direction: pipelines::tables::AclDirection,
+    },
     /// Removes a backend from a Service (its established connections continue).
     DelBackend {
         /// Which Service.
