@@ -209,3 +209,20 @@ fn later_fragments_match_only_rules_without_ports() {
     )]);
     assert_eq!(lab.send(0, &frame).verdict, Verdict::Transmit(PortId(2)));
 }
+
+#[test]
+fn replies_to_an_unfiltered_connection_cross_a_filtered_port() {
+    // Only pod 10.0.2.2's port has a set (admitting TCP 80); the pod opens a connection to
+    // H0 (not filtered on the way out): H0's answer must pass the set.
+    let mut lab = lab();
+    let syn = tcp(N[2], R[2], POD, H0_V4, 40000, 22, true, false);
+    assert_eq!(lab.send(2, &syn).verdict, Verdict::Transmit(PortId(0)));
+    let synack = tcp(H0, R[0], H0_V4, POD, 22, 40000, true, true);
+    assert_eq!(lab.send(0, &synack).verdict, Verdict::Transmit(PortId(2)));
+    // An unsolicited one is still denied.
+    let other = tcp(H0, R[0], H0_V4, POD, 22, 40001, true, false);
+    assert_eq!(
+        lab.send(0, &other).verdict,
+        Verdict::Drop(DropReason::AclDeny)
+    );
+}

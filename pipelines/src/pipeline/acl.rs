@@ -6,8 +6,9 @@
 //!   delivered (after a Service's DNAT, before masquerade), as Kubernetes policies see pod
 //!   addresses. Both attached sets must allow it; a set attached to a port denies what none
 //!   of its rules allows (Kubernetes semantics). Ports without sets are not filtered.
-//! - Stateful: an allowed connection is tracked (with its NAT, or as an identity connection),
-//!   and its replies pass without a reverse rule; so do ICMP errors about it.
+//! - Stateful: once any set is attached on the node, every new connection is tracked (with
+//!   its NAT, or as an identity connection), filtered or not, and its replies pass without a
+//!   reverse rule, whatever set they cross; so do ICMP errors about it.
 //! - Policy changes apply to existing connections: a connection records the table generation
 //!   it was allowed under; any table change makes its flows stale, and the next packet of its
 //!   original direction is classified again: a connection now denied is cut (forgotten)
@@ -104,7 +105,12 @@ impl Pipeline {
         let ingress = tables.acl(packet.in_port, AclDirection::In);
         let egress = tables.acl(out_port, AclDirection::Out);
         if ingress.is_none() && egress.is_none() {
-            return Ok(AclOutcome::NoPolicy);
+            // Not filtered here, but tracked: its replies may cross a port with a set (the
+            // sender's own ingress policy must not block the answers to what it opened).
+            return Ok(match plan {
+                Plan::None | Plan::Service { .. } => AclOutcome::Allowed { new: true },
+                Plan::Tracked(_) | Plan::Related => AclOutcome::Allowed { new: false },
+            });
         }
         let generation = tables.generation() as u32;
         let tracked = match plan {
