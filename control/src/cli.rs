@@ -2032,6 +2032,34 @@ pub fn render_stats(stats: &StatsReport) -> String {
         counters.checksums_completed,
         counters.total_drops()
     );
+    if !counters.acl_hits.is_empty() {
+        // Rules are numbered as `acl list` numbers them.
+        let _ = writeln!(
+            text,
+            "\nacl decisions (denied packets, and first packets of allowed connections):"
+        );
+        let mut table = Table::new(&[
+            ("PORT", false),
+            ("DIR", false),
+            ("RULE", true),
+            ("PACKETS", true),
+        ]);
+        for hit in &counters.acl_hits {
+            let port = stats
+                .port_names
+                .iter()
+                .find(|(id, _)| *id == hit.port)
+                .map_or_else(|| hit.port.to_string(), |(_, name)| name.clone());
+            table.row(vec![
+                port,
+                crate::acl::direction_name(hit.direction).into(),
+                hit.rule
+                    .map_or_else(|| "default".into(), |r| (r + 1).to_string()),
+                hit.packets.to_string(),
+            ]);
+        }
+        text.push_str(&table.render());
+    }
     text
 }
 

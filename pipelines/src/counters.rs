@@ -163,6 +163,24 @@ pub struct Counters {
     /// TCP resets sent for packets an ACL rejected (its other rejections are ICMP errors).
     #[serde(default)]
     pub acl_resets: u64,
+    /// Per ACL rule: the packets it decided (every denied or rejected packet, and the first
+    /// packet of each allowed connection: later ones are flow-cache hits, not classified),
+    /// sorted by (port, direction, rule); `rule: None` is the set's default deny.
+    #[serde(default)]
+    pub acl_hits: Vec<AclHits>,
+}
+
+/// Decisions of one ACL rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclHits {
+    /// Port.
+    pub port: u16,
+    /// Direction.
+    pub direction: crate::tables::AclDirection,
+    /// Rule position in its set (0-based); `None`: no rule matched (default deny).
+    pub rule: Option<u32>,
+    /// Packets decided.
+    pub packets: u64,
 }
 
 impl Counters {
@@ -181,6 +199,7 @@ impl Counters {
             service_resets: 0,
             icmp_errors_translated: 0,
             acl_resets: 0,
+            acl_hits: Vec::new(),
         }
     }
 
@@ -255,6 +274,19 @@ impl Counters {
         self.service_resets += other.service_resets;
         self.icmp_errors_translated += other.icmp_errors_translated;
         self.acl_resets += other.acl_resets;
+        for theirs in &other.acl_hits {
+            let key = (theirs.port, theirs.direction, theirs.rule);
+            match self
+                .acl_hits
+                .iter_mut()
+                .find(|h| (h.port, h.direction, h.rule) == key)
+            {
+                Some(mine) => mine.packets += theirs.packets,
+                None => self.acl_hits.push(*theirs),
+            }
+        }
+        self.acl_hits
+            .sort_unstable_by_key(|h| (h.port, h.direction, h.rule.map_or(u64::MAX, u64::from)));
         for theirs in &other.remotes {
             match self
                 .remotes

@@ -226,3 +226,30 @@ fn replies_to_an_unfiltered_connection_cross_a_filtered_port() {
         Verdict::Drop(DropReason::AclDeny)
     );
 }
+
+#[test]
+fn decisions_are_counted_per_rule_and_denials_sampled_to_events() {
+    let mut lab = lab();
+    let syn = tcp(H0, R[0], H0_V4, POD, 40000, 80, true, false);
+    lab.send(0, &syn);
+    let ack = tcp(H0, R[0], H0_V4, POD, 40000, 80, false, true);
+    lab.send(0, &ack); // a flow-cache hit: not classified
+    let mut events = 0;
+    for sport in 0..3u16 {
+        let udp = udp4_ports(H0, R[0], H0_V4, POD, 64, 6000 + sport, 53, b"x");
+        let run = lab.send(0, &udp);
+        events += run
+            .events
+            .iter()
+            .filter(|e| matches!(e, pipelines::Event::AclDenied { rule: None, .. }))
+            .count();
+    }
+    assert_eq!(events, 3, "each denial sampled (under the rate limit)");
+    let hits = lab.pipeline.counters().acl_hits;
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert_eq!((hits[0].rule, hits[0].packets), (Some(0), 1));
+    assert_eq!((hits[1].rule, hits[1].packets), (None, 3));
+    assert!(hits
+        .iter()
+        .all(|h| h.port == 2 && h.direction == AclDirection::Out));
+}

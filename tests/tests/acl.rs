@@ -230,6 +230,51 @@ fn a_port_policy_allows_denies_and_rejects_statefully_and_follows_rule_changes()
     assert!(denied >= 3, "acl-deny grew by {denied}");
     assert!(t.drops("acl-reject") >= 1);
 
+    // Rule counters: three more denied datagrams count three on the default deny of vp2 out;
+    // the denials are sampled to the vrouter's log with the rule that decided.
+    let default_hits = |t: &Topology| {
+        let stats = t.node.ctl_json(&["stats"]).expect("stats");
+        let names = stats["stats"]["port_names"].clone();
+        let vp2 = names
+            .as_array()
+            .and_then(|n| n.iter().find(|p| p[1] == "vp2"))
+            .and_then(|p| p[0].as_u64())
+            .expect("vp2 id");
+        stats["stats"]["counters"]["acl_hits"]
+            .as_array()
+            .and_then(|h| {
+                h.iter().find(|h| {
+                    h["port"].as_u64() == Some(vp2)
+                        && h["direction"] == "out"
+                        && h["rule"].is_null()
+                })
+            })
+            .and_then(|h| h["packets"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = default_hits(&t);
+    for _ in 0..3 {
+        assert_eq!(t.probe(&t.pod1, "10.0.2.2", 5353, "udp"), "timeout");
+    }
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(100), || {
+            default_hits(&t) == before + 3
+        }),
+        "default-deny hits {} -> {}",
+        before,
+        default_hits(&t)
+    );
+    let log = t
+        .node
+        .vrouter
+        .as_ref()
+        .map(|p| p.stderr())
+        .unwrap_or_default();
+    assert!(
+        log.contains("acl denied a packet") && log.contains("default deny"),
+        "no deny log:\n{log}"
+    );
+
     // A rule added in front of the allow cuts an established connection at its next packet.
     let long = t.script("long_client.py", LONG_CLIENT);
     let go = t.dir.join("go");

@@ -457,8 +457,41 @@ impl Dataplane {
     pub fn service(&mut self) {
         let now_ns = self.now_ns();
         let timeout_ns = self.config.neighbor_timeout.as_nanos() as u64;
-        while let Ok(Event::NeighborLearned { port, ip, mac }) = self.events.try_recv() {
-            self.pending_learn.insert((port, ip), mac);
+        while let Ok(event) = self.events.try_recv() {
+            match event {
+                Event::NeighborLearned { port, ip, mac } => {
+                    self.pending_learn.insert((port, ip), mac);
+                }
+                Event::AclDenied {
+                    port,
+                    direction,
+                    rule,
+                    action,
+                    protocol,
+                    src,
+                    src_port,
+                    dst,
+                    dst_port,
+                } => {
+                    // Sampled by the workers (10/s each): the log of denied packets.
+                    let tables = self.store.active();
+                    let port_name = tables.port(port).map_or("?", |p| p.name.as_str());
+                    let rule =
+                        rule.map_or("default deny".to_string(), |r| format!("rule {}", r + 1));
+                    tracing::info!(
+                        port = port_name,
+                        direction = ?direction,
+                        %rule,
+                        action = ?action,
+                        protocol,
+                        %src,
+                        src_port,
+                        %dst,
+                        dst_port,
+                        "acl denied a packet"
+                    );
+                }
+            }
         }
         if !self.pending_learn.is_empty() {
             let tables = self.store.active();

@@ -19,10 +19,14 @@
 //!   them (so a port-based allow lets no later fragment through: `acl-deny`).
 //! - Packets to the router's own addresses are not filtered.
 //!
-//! Limitations of this stage: no per-rule hit counters, no sampled deny log, no
-//! configuration or CLI yet; identity connections are refreshed on the slow path only (a
-//! cached flow does not touch its connection), so an idle-on-the-slow-path UDP connection
-//! can expire under a long-lived cached flow, after which its reply is classified on its own.
+//! - Every decision is counted per rule (`Counters::acl_hits`): every denied packet and the
+//!   first packet of each allowed connection (later ones are flow-cache hits). Denied packets
+//!   are sampled to [`super::Event::AclDenied`] (10 a second per worker, bursts of 20) for the
+//!   log, with the rule that decided.
+//!
+//! Limitation: identity connections are refreshed on the slow path only (a cached flow does
+//! not touch its connection), so an idle-on-the-slow-path UDP connection can expire under a
+//! long-lived cached flow, after which its reply is classified on its own.
 
 use super::nat::Plan;
 use super::{Meta, Output, Packet, Pipeline};
@@ -127,10 +131,40 @@ impl Pipeline {
             Plan::None | Plan::Service { .. } => None,
         };
         let key = acl_key(packet.frame(), m, plan);
-        for policy in [ingress, egress].into_iter().flatten() {
-            let action = policy.classifier.classify(&key).map(|(_, a)| a);
+        let sets = [
+            (packet.in_port, AclDirection::In, ingress),
+            (out_port, AclDirection::Out, egress),
+        ];
+        for (port, direction, policy) in sets {
+            let Some(policy) = policy else {
+                continue;
+            };
+            let decision = policy.classifier.classify(&key);
+            let rule = decision.map(|(i, _)| i as u32);
+            *self
+                .acl_hits
+                .entry((port, direction, rule.unwrap_or(u32::MAX)))
+                .or_insert(0) += 1;
+            let action = decision.map(|(_, a)| a);
             if action == Some(AclAction::Allow) {
                 continue;
+            }
+            if self.acl_log.take(self.now_ns) {
+                out.events.push(super::Event::AclDenied {
+                    port,
+                    direction,
+                    rule,
+                    action: action.unwrap_or(AclAction::Deny),
+                    protocol: key.protocol,
+                    src: m.key.src_addr(),
+                    src_port: key.l4_a,
+                    dst: if key.ipv6 {
+                        std::net::IpAddr::V6(key.dst.into())
+                    } else {
+                        std::net::IpAddr::V4((key.dst as u32).into())
+                    },
+                    dst_port: key.l4_b,
+                });
             }
             if let Some(conn) = tracked {
                 self.conntrack.remove(conn);

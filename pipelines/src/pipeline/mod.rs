@@ -187,6 +187,28 @@ pub enum Event {
         /// Its MAC.
         mac: EthernetAddress,
     },
+    /// An ACL denied or rejected a packet (sampled: at most 10 a second per worker, bursts of
+    /// 20), for the log.
+    AclDenied {
+        /// The port whose set decided.
+        port: PortId,
+        /// Its direction.
+        direction: crate::tables::AclDirection,
+        /// The rule's position in the set (0-based); `None`: no rule allowed it.
+        rule: Option<u32>,
+        /// Deny or reject.
+        action: crate::acl::AclAction,
+        /// The packet's tuple (destination as delivered).
+        protocol: u8,
+        /// Source.
+        src: IpAddr,
+        /// Source port (ICMP: type).
+        src_port: u16,
+        /// Destination.
+        dst: IpAddr,
+        /// Destination port (ICMP: code).
+        dst_port: u16,
+    },
 }
 
 /// A frame built by the pipeline.
@@ -297,6 +319,10 @@ pub struct Pipeline {
     conntrack: crate::conntrack::ConnTable,
     /// Client-IP affinity of Services: (Service, client address) to backend.
     affinity: FastMap<(crate::tables::ServiceKey, u128), nat::Affinity>,
+    /// Packets decided per ACL rule: (port, direction, rule or `u32::MAX` for the default).
+    acl_hits: FastMap<(PortId, crate::tables::AclDirection, u32), u64>,
+    /// Samples of denied packets reported as events.
+    acl_log: TokenBucket,
 }
 
 impl Pipeline {
@@ -315,6 +341,8 @@ impl Pipeline {
             remotes: FastMap::default(),
             conntrack: crate::conntrack::ConnTable::new(config.conntrack),
             affinity: FastMap::default(),
+            acl_hits: FastMap::default(),
+            acl_log: TokenBucket::new(10, 20),
             config,
         }
     }
@@ -332,6 +360,21 @@ impl Pipeline {
         counters
             .remotes
             .sort_unstable_by_key(|r| (r.tunnel, r.remote));
+        counters.acl_hits = self
+            .acl_hits
+            .iter()
+            .map(
+                |(&(port, direction, rule), &packets)| crate::counters::AclHits {
+                    port: port.0,
+                    direction,
+                    rule: (rule != u32::MAX).then_some(rule),
+                    packets,
+                },
+            )
+            .collect();
+        counters
+            .acl_hits
+            .sort_unstable_by_key(|h| (h.port, h.direction, h.rule.map_or(u64::MAX, u64::from)));
         counters
     }
 
