@@ -29,7 +29,8 @@ use std::time::Instant;
 const BATCH: usize = 64;
 const KEY_POOL: usize = 4096;
 
-fn policy(n: usize) -> Vec<AclRule> {
+/// The NetworkPolicy-like set of `n` peer rules, an allow for 172.16.0.0/12 and a deny-all.
+pub(super) fn policy(n: usize) -> Vec<AclRule> {
     let any = AclRule {
         priority: 1000,
         src: None,

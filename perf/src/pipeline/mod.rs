@@ -109,6 +109,9 @@ enum Scenario {
     /// Flow-cache hit path, 1,000,000 flows.
     #[value(name = "flow-hit-1m")]
     FlowHit1m,
+    /// `flow-hit-10k` with 10,003-rule ACLs on both ports (established flows).
+    #[value(name = "acl-established")]
+    AclEstablished,
     /// VXLAN encapsulation on the hit path, 1024 flows.
     #[value(name = "vxlan-encap")]
     VxlanEncap,
@@ -233,6 +236,7 @@ fn run_one(
         Scenario::FlowHit1 => traffic::flow_hit("flow-hit-1", 1, settings, clock_ns),
         Scenario::FlowHit10k => traffic::flow_hit("flow-hit-10k", 10_000, settings, clock_ns),
         Scenario::FlowHit1m => traffic::flow_hit("flow-hit-1m", 1_000_000, settings, clock_ns),
+        Scenario::AclEstablished => traffic::acl_established(settings, clock_ns),
         Scenario::VxlanEncap => overlay::run("vxlan-encap", true, false, settings, clock_ns),
         Scenario::VxlanDecap => overlay::run("vxlan-decap", false, false, settings, clock_ns),
         Scenario::VxlanDecapCsum => {

@@ -507,8 +507,54 @@ pub fn flow_hit(
     settings: &Settings,
     clock_ns: f64,
 ) -> Result<ScenarioResult, String> {
+    flow_hit_with(name, n, &[], settings, clock_ns)
+}
+
+/// `acl-established`: `flow-hit-10k` with rule sets of 10,003 rules attached to both ports
+/// (the traffic allowed by a UDP rule in front of a NetworkPolicy-like set): established
+/// flows are flow-cache hits, so this should cost what `flow-hit-10k` costs.
+pub fn acl_established(settings: &Settings, clock_ns: f64) -> Result<ScenarioResult, String> {
+    use pipelines::acl::{AclAction, AclRule};
+    use pipelines::tables::AclDirection;
+    let mut rules = vec![AclRule {
+        priority: 0,
+        src: None,
+        dst: None,
+        protocol: Some(17),
+        src_ports: None,
+        dst_ports: None,
+        icmp_type: None,
+        icmp_code: None,
+        action: AclAction::Allow,
+    }];
+    rules.extend(super::acl::policy(10_000));
+    let ops = [
+        TableOp::SetAcl {
+            port: IN_PORT,
+            direction: AclDirection::In,
+            rules: rules.clone(),
+        },
+        TableOp::SetAcl {
+            port: OUT_PORT,
+            direction: AclDirection::Out,
+            rules,
+        },
+    ];
+    flow_hit_with("acl-established", 10_000, &ops, settings, clock_ns)
+}
+
+fn flow_hit_with(
+    name: &'static str,
+    n: usize,
+    extra: &[TableOp],
+    settings: &Settings,
+    clock_ns: f64,
+) -> Result<ScenarioResult, String> {
     let mut rng = Rng::new(0xf10e_0000 ^ n as u64);
-    let (tables, prefixes) = topology(&mut rng)?;
+    let (mut tables, prefixes) = topology(&mut rng)?;
+    tables
+        .apply_batch(extra)
+        .map_err(|e| format!("{name}: {e}"))?;
     let config = PipelineConfig {
         flow_capacity: (2 * n).next_power_of_two(),
         ..PipelineConfig::default()

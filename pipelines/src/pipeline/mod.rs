@@ -323,6 +323,8 @@ pub struct Pipeline {
     acl_hits: FastMap<(PortId, crate::tables::AclDirection, u32), u64>,
     /// Samples of denied packets reported as events.
     acl_log: TokenBucket,
+    /// When the connection table was last swept.
+    last_sweep_ms: u32,
 }
 
 impl Pipeline {
@@ -343,6 +345,7 @@ impl Pipeline {
             affinity: FastMap::default(),
             acl_hits: FastMap::default(),
             acl_log: TokenBucket::new(10, 20),
+            last_sweep_ms: u32::MAX,
             config,
         }
     }
@@ -584,11 +587,15 @@ impl Pipeline {
         removed
     }
 
-    /// Sweeps a few slots of the connection table for expired connections (bounded work per
-    /// call, nothing when the table is empty).
+    /// Sweeps a few slots of the connection table for expired connections: 64 slots once per
+    /// millisecond (the 64k-slot default table in about a second; expired connections are
+    /// also reclaimed when a lookup meets them), nothing when the table is empty. Once per
+    /// millisecond rather than per batch: at tens of millions of packets a second a per-batch
+    /// sweep cost the hit path ~3 ns/packet.
     fn expire_connections(&mut self) {
-        if !self.conntrack.is_empty() {
-            self.conntrack.expire(self.now_ms, 32);
+        if !self.conntrack.is_empty() && self.now_ms != self.last_sweep_ms {
+            self.last_sweep_ms = self.now_ms;
+            self.conntrack.expire(self.now_ms, 64);
         }
     }
 
