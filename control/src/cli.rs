@@ -2234,6 +2234,13 @@ fn json_payload<T: serde::Serialize>(key: &'static str, value: &T) -> String {
     text
 }
 
+/// A prefix value (`src`, `dst`): a network, host bits zero.
+fn parse_network(words: &Words<'_>, value: &str) -> Result<IpPrefix, UsageError> {
+    value
+        .parse()
+        .map_err(|e| words.error(format!("bad prefix {value}: {e}")))
+}
+
 /// The value of `limit`: a count above 0.
 fn parse_limit(words: &mut Words<'_>, what: &str) -> Result<usize, UsageError> {
     let value = words.value("limit", what)?;
@@ -2263,9 +2270,7 @@ fn parse_nat(words: &mut Words<'_>) -> Result<Command, UsageError> {
                 match word {
                     "src" | "source" => {
                         let value = words.value(word, "a prefix")?;
-                        let prefix: IpPrefix = value
-                            .parse()
-                            .map_err(|e| words.error(format!("bad prefix {value}: {e}")))?;
+                        let prefix = parse_network(words, value)?;
                         set_once(&mut source, prefix, "src", words)?;
                     }
                     "out" | "dev" => {
@@ -2498,9 +2503,7 @@ fn parse_conntrack(words: &mut Words<'_>) -> Result<Command, UsageError> {
                 match word {
                     "src" | "dst" => {
                         let value = words.value(word, "a prefix")?;
-                        let prefix: IpPrefix = value
-                            .parse()
-                            .map_err(|e| words.error(format!("bad prefix {value}: {e}")))?;
+                        let prefix = parse_network(words, value)?;
                         let slot = if word == "src" {
                             &mut filter.src
                         } else {
@@ -2615,9 +2618,7 @@ fn parse_acl(words: &mut Words<'_>) -> Result<Command, UsageError> {
                     }
                     "src" | "dst" => {
                         let value = words.value(word, "a prefix")?;
-                        let prefix: IpPrefix = value
-                            .parse()
-                            .map_err(|e| words.error(format!("bad prefix {value}: {e}")))?;
+                        let prefix = parse_network(words, value)?;
                         let slot = if word == "src" {
                             &mut rule.src
                         } else {

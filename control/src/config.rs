@@ -1358,6 +1358,14 @@ pub fn apply_changes(
     Ok(next)
 }
 
+/// Replaces the item `same` finds, or appends `item`.
+fn upsert<T: Clone>(items: &mut Vec<T>, item: &T, same: impl Fn(&T) -> bool) {
+    match items.iter_mut().find(|i| same(i)) {
+        Some(existing) => *existing = item.clone(),
+        None => items.push(item.clone()),
+    }
+}
+
 /// [`apply_changes`] without the in-memory table build: item checks only. For the dataplane,
 /// whose own transaction on its tables is the authoritative (and all-or-nothing) check.
 pub fn merge_changes(
@@ -1559,14 +1567,7 @@ pub fn merge_changes(
                 }
             }
             Change::AddSnat(rule) => {
-                match next
-                    .snats
-                    .iter_mut()
-                    .find(|r| r.identity() == rule.identity())
-                {
-                    Some(existing) => *existing = rule.clone(),
-                    None => next.snats.push(rule.clone()),
-                }
+                upsert(&mut next.snats, rule, |r| r.identity() == rule.identity())
             }
             Change::DelSnat { source, out } => {
                 let before = next.snats.len();
@@ -1579,16 +1580,9 @@ pub fn merge_changes(
                     ));
                 }
             }
-            Change::AddService(service) => {
-                match next
-                    .services
-                    .iter_mut()
-                    .find(|s| s.identity() == service.identity())
-                {
-                    Some(existing) => *existing = service.clone(),
-                    None => next.services.push(service.clone()),
-                }
-            }
+            Change::AddService(service) => upsert(&mut next.services, service, |s| {
+                s.identity() == service.identity()
+            }),
             Change::DelService { service } => {
                 let before = next.services.len();
                 next.services.retain(|s| s.identity() != *service);

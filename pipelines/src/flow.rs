@@ -59,7 +59,8 @@ struct FlowKeyRepr {
     dst_port: u16,
 }
 
-fn ip_value(addr: IpAddr) -> u128 {
+/// An address as a `FlowKey` holds it (IPv4 in the low 32 bits).
+pub(crate) fn ip_value(addr: IpAddr) -> u128 {
     match addr {
         IpAddr::V4(a) => u32::from(a) as u128,
         IpAddr::V6(a) => u128::from(a),

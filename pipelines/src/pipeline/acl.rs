@@ -57,13 +57,7 @@ fn acl_key(frame: &[u8], m: &Meta, plan: &Plan) -> AclKey {
     let has_l4 = l4 != 0 && !m.later_fragment;
     let (dst, dst_port) = match plan {
         Plan::Tracked(action) => (action.dst, action.dst_port),
-        Plan::Service { backend, .. } => (
-            match backend.0 {
-                std::net::IpAddr::V4(a) => u32::from(a) as u128,
-                std::net::IpAddr::V6(a) => u128::from(a),
-            },
-            backend.1,
-        ),
+        Plan::Service { backend, .. } => (crate::flow::ip_value(backend.0), backend.1),
         Plan::None | Plan::Related => (m.key.dst, m.key.dst_port),
     };
     let (l4_a, l4_b) = match m.key.protocol {
