@@ -94,7 +94,8 @@
 //!   and removal needs no tombstones (the scheme of Folly's F14). Two slots per connection,
 //!   sized for a load of at most 75% (at least 37.5%).
 //! - A hit reads one index line and the entry's two adjacent lines. A batch can load them
-//!   for all its packets before looking any up, as the pipeline does for the flow cache:
+//!   for all its packets before looking any up, as the pipeline does for the flow cache (the
+//!   pipeline's slow path does not do this for the connection table yet):
 //!   [`ConnTable::touch`] (index line), then [`ConnTable::touch_entry`] (entry lines); for
 //!   new connections [`ConnTable::touch_port`] loads the index line of the first port
 //!   candidate. The sweep gathers up to 16 expired entries and loads their index lines
