@@ -19,6 +19,11 @@
 //! A set attached to a port denies what none of its rules allows (an empty set denies
 //! everything); ports without a set are not filtered. A set is identified by (port,
 //! direction) and replaced as a whole.
+//!
+//! A set can attach to a VRF instead (`vrf = 5` in place of `port`): `in` then sees every
+//! packet entering the VRF (from its ports or decapsulated into it), `out` every packet
+//! leaving through its ports or tunnels, on top of the port sets (every set on the way must
+//! allow a connection).
 
 use crate::nat::PortRange;
 use pipelines::acl::{AclAction, AclRule};
@@ -232,12 +237,35 @@ impl fmt::Display for AclRuleConfig {
     }
 }
 
-/// One `[[acl]]`: the rule set of a port direction.
+/// What a rule set is attached to, as operators name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclAttachment {
+    /// A port, by name.
+    Port(String),
+    /// A VRF, by id.
+    Vrf(u32),
+}
+
+impl fmt::Display for AclAttachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AclAttachment::Port(name) => f.write_str(name),
+            AclAttachment::Vrf(vrf) => write!(f, "vrf {vrf}"),
+        }
+    }
+}
+
+/// One `[[acl]]`: the rule set of a port's or a VRF's direction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclConfig {
-    /// Port.
+    /// Port (empty when the set is attached to a VRF).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub port: String,
+    /// VRF, in place of a port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrf: Option<u32>,
     /// Direction.
     pub direction: AclDirection,
     /// Rules, in order.
@@ -246,6 +274,32 @@ pub struct AclConfig {
 }
 
 impl AclConfig {
+    /// A set attached to `attachment`.
+    pub fn new(
+        attachment: &AclAttachment,
+        direction: AclDirection,
+        rules: Vec<AclRuleConfig>,
+    ) -> Self {
+        let (port, vrf) = match attachment {
+            AclAttachment::Port(name) => (name.clone(), None),
+            AclAttachment::Vrf(vrf) => (String::new(), Some(*vrf)),
+        };
+        AclConfig {
+            port,
+            vrf,
+            direction,
+            rules,
+        }
+    }
+
+    /// What the set is attached to (the VRF when both are given: `validate` refuses that).
+    pub fn attachment(&self) -> AclAttachment {
+        match self.vrf {
+            Some(vrf) => AclAttachment::Vrf(vrf),
+            None => AclAttachment::Port(self.port.clone()),
+        }
+    }
+
     /// The dataplane's rules.
     pub fn rules(&self) -> Vec<AclRule> {
         self.rules.iter().map(AclRuleConfig::rule).collect()
@@ -253,6 +307,11 @@ impl AclConfig {
 
     /// Checks every rule; the message names the rule by position (1-based).
     pub fn validate(&self) -> Result<(), String> {
+        match (self.port.is_empty(), self.vrf) {
+            (true, None) => return Err("give the port or the vrf the set attaches to".into()),
+            (false, Some(_)) => return Err("give either a port or a vrf, not both".into()),
+            _ => {}
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             // Positions are 1-based for operators (as `acl list` shows them).
             pipelines::acl::validate_rule(i + 1, &rule.rule())

@@ -321,10 +321,10 @@ pub enum Command {
     ConntrackFlush,
     /// `conntrack stats`.
     ConntrackStats,
-    /// `acl list [IFNAME]`.
+    /// `acl list [IFNAME | vrf N]`.
     AclList {
-        /// Only this port.
-        port: Option<String>,
+        /// Only the set(s) of this port or VRF.
+        target: Option<crate::acl::AclAttachment>,
     },
     /// `flow list [limit N]`.
     FlowList {
@@ -1522,10 +1522,10 @@ pub fn render(command: &Command, response: Response, json: bool) -> Result<Rende
             rendered.stdout = json_payload("services", &config.services);
             return Ok(rendered);
         }
-        (Command::AclList { port }, Response::Config { config }) => {
+        (Command::AclList { target }, Response::Config { config }) => {
             let mut acls = config.acls;
-            if let Some(port) = port {
-                acls.retain(|a| &a.port == port);
+            if let Some(target) = target {
+                acls.retain(|a| &a.attachment() == target);
             }
             rendered.stdout = if json {
                 json_payload("acls", &acls)
@@ -2036,20 +2036,23 @@ pub fn render_stats(stats: &StatsReport) -> String {
         // Rules are numbered as `acl list` numbers them.
         let _ = writeln!(
             text,
-            "\nacl decisions (denied packets, and first packets of allowed connections):"
+            "\nacl decisions (packets per rule; cached flows are counted once a second):"
         );
         let mut table = Table::new(&[
-            ("PORT", false),
+            ("SET", false),
             ("DIR", false),
             ("RULE", true),
             ("PACKETS", true),
         ]);
         for hit in &counters.acl_hits {
-            let port = stats
-                .port_names
-                .iter()
-                .find(|(id, _)| *id == hit.port)
-                .map_or_else(|| hit.port.to_string(), |(_, name)| name.clone());
+            let port = match hit.target {
+                pipelines::tables::AclTarget::Port(port) => stats
+                    .port_names
+                    .iter()
+                    .find(|(id, _)| *id == port.0)
+                    .map_or_else(|| port.0.to_string(), |(_, name)| name.clone()),
+                pipelines::tables::AclTarget::Vrf(vrf) => format!("vrf {}", vrf.0),
+            };
             table.row(vec![
                 port,
                 crate::acl::direction_name(hit.direction).into(),
@@ -2554,21 +2557,40 @@ fn parse_direction(
     }
 }
 
+/// `IFNAME` or `vrf N`, starting with `value`.
+fn parse_acl_target(
+    words: &mut Words<'_>,
+    value: &str,
+) -> Result<crate::acl::AclAttachment, UsageError> {
+    if value != "vrf" {
+        return Ok(crate::acl::AclAttachment::Port(parse_ifname(words, value)?));
+    }
+    let id = words.value("vrf", "a VRF id")?;
+    id.parse::<u32>()
+        .ok()
+        .filter(|v| *v <= VrfId::MAX)
+        .map(crate::acl::AclAttachment::Vrf)
+        .ok_or_else(|| words.error(format!("bad vrf '{id}': expected 0-{}", VrfId::MAX)))
+}
+
 fn parse_acl(words: &mut Words<'_>) -> Result<Command, UsageError> {
     use crate::acl::{AclRuleConfig, Ports, Protocol};
     use pipelines::acl::AclAction;
     match words.verb(CHANGE_VERBS, Some(Verb::List))? {
         Verb::List => {
-            let port = words.next().map(|p| parse_ifname(words, p)).transpose()?;
-            words.finish("acl list [IFNAME]")?;
-            Ok(Command::AclList { port })
+            let target = words
+                .next()
+                .map(|p| parse_acl_target(words, p))
+                .transpose()?;
+            words.finish("acl list [IFNAME | vrf N]")?;
+            Ok(Command::AclList { target })
         }
         Verb::Delete => {
-            let value = words.required("acl del", "an interface name")?;
-            let port = parse_ifname(words, value)?;
+            let value = words.required("acl del", "an interface name or vrf N")?;
+            let target = parse_acl_target(words, value)?;
             let direction = parse_direction(words, "acl del IFNAME")?;
             let change = match words.next() {
-                None => Change::DelAcl { port, direction },
+                None => Change::DelAcl { target, direction },
                 Some("rule") => {
                     let value = words.value("rule", "a rule position (1, 2, ...)")?;
                     let position =
@@ -2581,7 +2603,7 @@ fn parse_acl(words: &mut Words<'_>) -> Result<Command, UsageError> {
                             })?;
                     words.finish("acl del IFNAME in|out rule N")?;
                     Change::DelAclRule {
-                        port,
+                        target,
                         direction,
                         position,
                     }
@@ -2591,8 +2613,8 @@ fn parse_acl(words: &mut Words<'_>) -> Result<Command, UsageError> {
             Ok(Command::Change(vec![change]))
         }
         Verb::Add => {
-            let value = words.required("acl add", "an interface name")?;
-            let port = parse_ifname(words, value)?;
+            let value = words.required("acl add", "an interface name or vrf N")?;
+            let target = parse_acl_target(words, value)?;
             let direction = parse_direction(words, "acl add IFNAME")?;
             let mut rule = AclRuleConfig {
                 priority: crate::acl::DEFAULT_PRIORITY,
@@ -2670,7 +2692,7 @@ fn parse_acl(words: &mut Words<'_>) -> Result<Command, UsageError> {
             pipelines::acl::validate_rule(1, &rule.rule())
                 .map_err(|e| words.error(e.to_string().replacen("rule 1: ", "", 1)))?;
             Ok(Command::Change(vec![Change::AddAclRule {
-                port,
+                target,
                 direction,
                 rule,
             }]))
@@ -2685,7 +2707,7 @@ pub fn render_acls(acls: &[crate::acl::AclConfig]) -> String {
         let _ = writeln!(
             text,
             "{} {}: {} rule(s); anything no rule allows is denied",
-            acl.port,
+            acl.attachment(),
             crate::acl::direction_name(acl.direction),
             acl.rules.len()
         );
@@ -4387,11 +4409,11 @@ VRF  PREFIX       KIND       VIA       DEV
         {
             Command::Change(changes) => match &changes[0] {
                 Change::AddAclRule {
-                    port,
+                    target,
                     direction,
                     rule,
                 } => {
-                    assert_eq!(port, "vp1");
+                    assert_eq!(*target, crate::acl::AclAttachment::Port("vp1".into()));
                     assert_eq!(*direction, AclDirection::Out);
                     assert_eq!(rule.priority, 10);
                     assert_eq!(rule.action, AclAction::Allow);
@@ -4417,9 +4439,19 @@ VRF  PREFIX       KIND       VIA       DEV
         assert_eq!(
             parse("acl list vp1").unwrap(),
             Command::AclList {
-                port: Some("vp1".into())
+                target: Some(crate::acl::AclAttachment::Port("vp1".into()))
             }
         );
+        assert_eq!(
+            parse("acl list vrf 7").unwrap(),
+            Command::AclList {
+                target: Some(crate::acl::AclAttachment::Vrf(7))
+            }
+        );
+        assert!(matches!(
+            parse("acl add vrf 7 out proto tcp dport 443 allow").unwrap(),
+            Command::Change(c) if matches!(&c[0], Change::AddAclRule { target: crate::acl::AclAttachment::Vrf(7), .. })
+        ));
         for (line, expected) in [
             ("acl add vp1 sideways allow", "bad direction"),
             ("acl add vp1 in proto tcp", "needs an action"),

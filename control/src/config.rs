@@ -715,15 +715,21 @@ impl Config {
         for (i, acl) in self.acls.iter().enumerate() {
             let err =
                 |m: String| ConfigError::invalid(Item::Acl(i), self.describe(Item::Acl(i)), m);
-            if self.port(&acl.port).is_none() {
-                return Err(err(format!("port {} is not a configured port", acl.port)));
+            acl.validate().map_err(err)?;
+            match acl.attachment() {
+                crate::acl::AclAttachment::Port(name) if self.port(&name).is_none() => {
+                    return Err(err(format!("port {name} is not a configured port")));
+                }
+                crate::acl::AclAttachment::Vrf(vrf) if !self.has_vrf(vrf) => {
+                    return Err(err(format!("vrf {vrf} is not a configured vrf")));
+                }
+                _ => {}
             }
-            if !acls.insert((acl.port.as_str(), acl.direction)) {
+            if !acls.insert((acl.attachment(), acl.direction)) {
                 return Err(err(
-                    "configured twice (one rule set per port direction)".into()
+                    "configured twice (one rule set per port or vrf direction)".into(),
                 ));
             }
-            acl.validate().map_err(err)?;
         }
         Ok(())
     }
@@ -766,6 +772,11 @@ impl Config {
         }
     }
 
+    /// Whether VRF `id` exists in this configuration (VRF 0 always does).
+    pub fn has_vrf(&self, id: u32) -> bool {
+        id == 0 || self.vrfs.iter().any(|v| v.id == id)
+    }
+
     fn describe(&self, item: Item) -> String {
         match item {
             Item::Vrf(i) => format!("vrf {}", self.vrfs.get(i).map_or(0, |v| v.id)),
@@ -795,7 +806,11 @@ impl Config {
                 format!("service {}", v.identity())
             }),
             Item::Acl(i) => self.acls.get(i).map_or(String::from("acl ?"), |a| {
-                format!("acl {} {}", a.port, crate::acl::direction_name(a.direction))
+                format!(
+                    "acl {} {}",
+                    a.attachment(),
+                    crate::acl::direction_name(a.direction)
+                )
             }),
         }
     }
@@ -873,13 +888,25 @@ impl Config {
             origins.push(Item::Service(i));
         }
         for (i, acl) in self.acls.iter().enumerate() {
-            if let Some(resolved) = ports.get(&acl.port) {
-                ops.push(TableOp::SetAcl {
-                    port: resolved.id,
-                    direction: acl.direction,
-                    rules: acl.rules(),
-                });
-                origins.push(Item::Acl(i));
+            match acl.attachment() {
+                crate::acl::AclAttachment::Port(name) => {
+                    if let Some(resolved) = ports.get(&name) {
+                        ops.push(TableOp::SetAcl {
+                            port: resolved.id,
+                            direction: acl.direction,
+                            rules: acl.rules(),
+                        });
+                        origins.push(Item::Acl(i));
+                    }
+                }
+                crate::acl::AclAttachment::Vrf(vrf) => {
+                    ops.push(TableOp::SetVrfAcl {
+                        vrf: VrfId(vrf),
+                        direction: acl.direction,
+                        rules: acl.rules(),
+                    });
+                    origins.push(Item::Acl(i));
+                }
             }
         }
         (ops, origins)
@@ -1083,21 +1110,37 @@ pub fn plan(
     }
 
     // 0b. ACLs that go away (a set on a port deleted below goes with it).
-    let new_acls: HashSet<(&str, pipelines::tables::AclDirection)> = new
+    let new_acls: HashSet<(crate::acl::AclAttachment, pipelines::tables::AclDirection)> = new
         .acls
         .iter()
-        .map(|a| (a.port.as_str(), a.direction))
+        .map(|a| (a.attachment(), a.direction))
         .collect();
     for acl in &old.acls {
-        if new_acls.contains(&(acl.port.as_str(), acl.direction)) || affected.contains(&acl.port) {
+        let attachment = acl.attachment();
+        if new_acls.contains(&(attachment.clone(), acl.direction)) {
             continue;
         }
-        if let Some(port) = tables.port_by_name(&acl.port) {
-            if tables.acl(port.id, acl.direction).is_some() {
-                ops.push(TableOp::DelAcl {
-                    port: port.id,
-                    direction: acl.direction,
-                });
+        match attachment {
+            crate::acl::AclAttachment::Port(name) => {
+                if affected.contains(&name) {
+                    continue;
+                }
+                if let Some(port) = tables.port_by_name(&name) {
+                    if tables.acl(port.id, acl.direction).is_some() {
+                        ops.push(TableOp::DelAcl {
+                            port: port.id,
+                            direction: acl.direction,
+                        });
+                    }
+                }
+            }
+            crate::acl::AclAttachment::Vrf(vrf) => {
+                if tables.vrf_acl(VrfId(vrf), acl.direction).is_some() {
+                    ops.push(TableOp::DelVrfAcl {
+                        vrf: VrfId(vrf),
+                        direction: acl.direction,
+                    });
+                }
             }
         }
     }
@@ -1286,20 +1329,36 @@ pub fn plan(
     }
     // 8. ACLs new, changed or on re-created ports.
     for acl in &new.acls {
-        let Some(resolved) = ports.get(&acl.port) else {
-            continue;
-        };
         let rules = acl.rules();
-        let installed = !affected.contains(&acl.port)
-            && tables
-                .acl(resolved.id, acl.direction)
-                .is_some_and(|a| a.rules == rules);
-        if !installed {
-            ops.push(TableOp::SetAcl {
-                port: resolved.id,
-                direction: acl.direction,
-                rules,
-            });
+        match acl.attachment() {
+            crate::acl::AclAttachment::Port(name) => {
+                let Some(resolved) = ports.get(&name) else {
+                    continue;
+                };
+                let installed = !affected.contains(&name)
+                    && tables
+                        .acl(resolved.id, acl.direction)
+                        .is_some_and(|a| a.rules == rules);
+                if !installed {
+                    ops.push(TableOp::SetAcl {
+                        port: resolved.id,
+                        direction: acl.direction,
+                        rules,
+                    });
+                }
+            }
+            crate::acl::AclAttachment::Vrf(vrf) => {
+                let installed = tables
+                    .vrf_acl(VrfId(vrf), acl.direction)
+                    .is_some_and(|a| a.rules == rules);
+                if !installed {
+                    ops.push(TableOp::SetVrfAcl {
+                        vrf: VrfId(vrf),
+                        direction: acl.direction,
+                        rules,
+                    });
+                }
+            }
         }
     }
     ops
@@ -1457,7 +1516,7 @@ pub fn merge_changes(
                 });
                 next.neighbors.retain(|n| &n.dev != name);
                 next.snats.retain(|r| &r.out != name);
-                next.acls.retain(|a| &a.port != name);
+                next.acls.retain(|a| &a.port != name || a.vrf.is_some());
             }
             Change::AddRoute(change) => {
                 let vrf = change.vrf.unwrap_or_else(|| {
@@ -1519,31 +1578,31 @@ pub fn merge_changes(
                 next.routes.retain(|r| r.vxlan != Some(*vni));
             }
             Change::AddAclRule {
-                port,
+                target,
                 direction,
                 rule,
             } => match next
                 .acls
                 .iter_mut()
-                .find(|a| &a.port == port && a.direction == *direction)
+                .find(|a| &a.attachment() == target && a.direction == *direction)
             {
                 Some(acl) => acl.rules.push(rule.clone()),
-                None => next.acls.push(crate::acl::AclConfig {
-                    port: port.clone(),
-                    direction: *direction,
-                    rules: vec![rule.clone()],
-                }),
+                None => next.acls.push(crate::acl::AclConfig::new(
+                    target,
+                    *direction,
+                    vec![rule.clone()],
+                )),
             },
             Change::DelAclRule {
-                port,
+                target,
                 direction,
                 position,
             } => {
-                let what = format!("acl {port} {}", crate::acl::direction_name(*direction));
+                let what = format!("acl {target} {}", crate::acl::direction_name(*direction));
                 let Some(acl) = next
                     .acls
                     .iter_mut()
-                    .find(|a| &a.port == port && a.direction == *direction)
+                    .find(|a| &a.attachment() == target && a.direction == *direction)
                 else {
                     return Err(refuse(what, "no rule set there".into()));
                 };
@@ -1555,13 +1614,13 @@ pub fn merge_changes(
                 }
                 acl.rules.remove(position - 1);
             }
-            Change::DelAcl { port, direction } => {
+            Change::DelAcl { target, direction } => {
                 let before = next.acls.len();
                 next.acls
-                    .retain(|a| !(&a.port == port && a.direction == *direction));
+                    .retain(|a| !(&a.attachment() == target && a.direction == *direction));
                 if next.acls.len() == before {
                     return Err(refuse(
-                        format!("acl {port} {}", crate::acl::direction_name(*direction)),
+                        format!("acl {target} {}", crate::acl::direction_name(*direction)),
                         "no rule set there".into(),
                     ));
                 }
@@ -2399,7 +2458,7 @@ action = "allow"
         let next = apply_changes(
             &config,
             &[Change::AddAclRule {
-                port: "pod1".into(),
+                target: crate::acl::AclAttachment::Port("pod1".into()),
                 direction: pipelines::tables::AclDirection::In,
                 rule,
             }],
@@ -2409,7 +2468,7 @@ action = "allow"
         let next = apply_changes(
             &next,
             &[Change::DelAclRule {
-                port: "pod1".into(),
+                target: crate::acl::AclAttachment::Port("pod1".into()),
                 direction: pipelines::tables::AclDirection::Out,
                 position: 1,
             }],
@@ -2419,7 +2478,7 @@ action = "allow"
         assert!(apply_changes(
             &next,
             &[Change::DelAclRule {
-                port: "pod1".into(),
+                target: crate::acl::AclAttachment::Port("pod1".into()),
                 direction: pipelines::tables::AclDirection::Out,
                 position: 5,
             }]
@@ -2433,5 +2492,74 @@ action = "allow"
         )
         .unwrap();
         assert!(next.acls.is_empty());
+    }
+
+    #[test]
+    fn vrf_acls_parse_plan_and_go_with_their_vrf() {
+        let sample = format!(
+            "{ACL_SAMPLE}\n[[vrf]]\nid = 5\n\n[[acl]]\nvrf = 5\ndirection = \"in\"\n\n[[acl.rule]]\nprotocol = \"udp\"\naction = \"allow\"\n"
+        );
+        let config = Config::parse(&sample).unwrap();
+        assert_eq!(
+            config.acls[1].attachment(),
+            crate::acl::AclAttachment::Vrf(5)
+        );
+        assert_eq!(Config::parse(&config.to_toml().unwrap()).unwrap(), config);
+        let ports = resolve_all(&config);
+        let mut tables = Tables::new();
+        let ops = plan(&Config::default(), &config, &tables, &ports);
+        assert!(
+            ops.iter()
+                .any(|op| matches!(op, TableOp::SetVrfAcl { vrf: VrfId(5), .. })),
+            "{ops:?}"
+        );
+        tables.apply_batch(&ops).unwrap();
+        assert!(tables
+            .vrf_acl(VrfId(5), pipelines::tables::AclDirection::In)
+            .is_some());
+        assert!(plan(&config, &config, &tables, &ports).is_empty());
+        // Removing the set detaches it; removing the VRF takes its set along.
+        let mut unset = config.clone();
+        unset.acls.truncate(1);
+        let ops = plan(&config, &unset, &tables, &ports);
+        assert!(matches!(ops[..], [TableOp::DelVrfAcl { .. }]), "{ops:?}");
+        let mut no_vrf = unset.clone();
+        no_vrf.vrfs.clear();
+        let ops = plan(&config, &no_vrf, &tables, &ports);
+        let mut gone = tables.clone();
+        gone.apply_batch(&ops).unwrap();
+        assert_eq!(gone.acls().count(), 1, "{ops:?}");
+
+        for (from, to, expected) in [
+            (
+                "vrf = 5\ndirection",
+                "vrf = 6\ndirection",
+                "vrf 6 is not a configured vrf",
+            ),
+            (
+                "vrf = 5\ndirection",
+                "vrf = 5\nport = \"pod1\"\ndirection",
+                "either a port or a vrf",
+            ),
+            (
+                "vrf = 5\ndirection",
+                "direction",
+                "give the port or the vrf",
+            ),
+        ] {
+            let bad = sample.replacen(from, to, 1);
+            assert_ne!(bad, sample, "{from}");
+            let err = Config::parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(expected), "{to}: {err}");
+        }
+        let next = apply_changes(
+            &config,
+            &[Change::DelAcl {
+                target: crate::acl::AclAttachment::Vrf(5),
+                direction: pipelines::tables::AclDirection::In,
+            }],
+        )
+        .unwrap();
+        assert_eq!(next.acls.len(), 1);
     }
 }

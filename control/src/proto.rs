@@ -118,8 +118,8 @@ pub enum Change {
     /// Appends a rule to the set of a port direction (creating the set: from then on, what
     /// no rule allows is denied there).
     AddAclRule {
-        /// Port.
-        port: String,
+        /// The port or VRF.
+        target: crate::acl::AclAttachment,
         /// Direction.
         direction: pipelines::tables::AclDirection,
         /// The rule.
@@ -127,8 +127,8 @@ pub enum Change {
     },
     /// Removes the rule at `position` (1-based, as `acl list` shows it).
     DelAclRule {
-        /// Port.
-        port: String,
+        /// The port or VRF.
+        target: crate::acl::AclAttachment,
         /// Direction.
         direction: pipelines::tables::AclDirection,
         /// Position.
@@ -136,8 +136,8 @@ pub enum Change {
     },
     /// Detaches the rule set of a port direction (everything passes again).
     DelAcl {
-        /// Port.
-        port: String,
+        /// The port or VRF.
+        target: crate::acl::AclAttachment,
         /// Direction.
         direction: pipelines::tables::AclDirection,
     },

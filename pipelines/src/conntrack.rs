@@ -1432,6 +1432,24 @@ impl ConnTable {
         self.live_entry(id).map(|e| e.user)
     }
 
+    /// Marks connection `id` as used at `last_used_ms` (a packet the flow cache served for
+    /// it), unless it is gone or already expired at `now_ms` (never revived). False then.
+    pub fn refresh(&mut self, id: ConnId, last_used_ms: u32, now_ms: u32) -> bool {
+        let index = id.index as usize;
+        match self.entries.get(index) {
+            Some(e) if e.is_live() && e.generation == id.generation => {}
+            _ => return false,
+        }
+        if self.is_expired(&self.entries[index], now_ms) {
+            return false;
+        }
+        let entry = &mut self.entries[index];
+        if age(now_ms, last_used_ms) < age(now_ms, entry.last_seen) {
+            entry.last_seen = last_used_ms;
+        }
+        true
+    }
+
     /// Stores a value with connection `id` (0 at creation); false if `id` is not live.
     pub fn set_user(&mut self, id: ConnId, value: u32) -> bool {
         match self.entries.get_mut(id.index as usize) {

@@ -163,9 +163,10 @@ pub struct Counters {
     /// TCP resets sent for packets an ACL rejected (its other rejections are ICMP errors).
     #[serde(default)]
     pub acl_resets: u64,
-    /// Per ACL rule: the packets it decided (every denied or rejected packet, and the first
-    /// packet of each allowed connection: later ones are flow-cache hits, not classified),
-    /// sorted by (port, direction, rule); `rule: None` is the set's default deny.
+    /// Per ACL rule: the packets it decided: every denied or rejected packet, and every
+    /// packet of the original direction of the connections it allowed (those served by the
+    /// flow cache are folded in by the worker once a second), sorted by (target, direction,
+    /// rule); `rule: None` is the set's default deny.
     #[serde(default)]
     pub acl_hits: Vec<AclHits>,
 }
@@ -173,8 +174,8 @@ pub struct Counters {
 /// Decisions of one ACL rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclHits {
-    /// Port.
-    pub port: u16,
+    /// The port or VRF the set is attached to.
+    pub target: crate::tables::AclTarget,
     /// Direction.
     pub direction: crate::tables::AclDirection,
     /// Rule position in its set (0-based); `None`: no rule matched (default deny).
@@ -275,18 +276,18 @@ impl Counters {
         self.icmp_errors_translated += other.icmp_errors_translated;
         self.acl_resets += other.acl_resets;
         for theirs in &other.acl_hits {
-            let key = (theirs.port, theirs.direction, theirs.rule);
+            let key = (theirs.target, theirs.direction, theirs.rule);
             match self
                 .acl_hits
                 .iter_mut()
-                .find(|h| (h.port, h.direction, h.rule) == key)
+                .find(|h| (h.target, h.direction, h.rule) == key)
             {
                 Some(mine) => mine.packets += theirs.packets,
                 None => self.acl_hits.push(*theirs),
             }
         }
         self.acl_hits
-            .sort_unstable_by_key(|h| (h.port, h.direction, h.rule.map_or(u64::MAX, u64::from)));
+            .sort_unstable_by_key(|h| (h.target, h.direction, h.rule.map_or(u64::MAX, u64::from)));
         for theirs in &other.remotes {
             match self
                 .remotes

@@ -295,6 +295,42 @@ pub struct FlowRecord {
     pub idle_ticks: u32,
 }
 
+/// What the pipeline keeps about a cached flow off the hit path: the ACL decision that
+/// allowed it (so its rules count the packets the cache serves) and the identity connection
+/// its hits keep alive. Kept in a map beside the cache, read only by [`FlowCache::tags`]
+/// passes and when the entry is replaced: the hit path never touches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTag {
+    /// The pipeline's index of the ACL decision, or [`FlowTag::NO_DECISION`].
+    pub decision: u32,
+    /// A connection that the flow's hits keep alive.
+    pub conn: Option<crate::conntrack::ConnId>,
+}
+
+impl FlowTag {
+    /// `decision` of a flow no ACL decided.
+    pub const NO_DECISION: u32 = u32::MAX;
+}
+
+/// A tag with the entry's packet count when it was last accounted.
+#[derive(Clone, Copy, Debug)]
+struct TagSlot {
+    tag: FlowTag,
+    accounted: u64,
+}
+
+/// A tagged flow as a [`FlowCache::tags`] pass sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaggedFlow {
+    /// The tag.
+    pub tag: FlowTag,
+    /// Packets served since the last pass (or since the insert; the inserting packet is the
+    /// slow path's to count).
+    pub packets: u64,
+    /// When the entry was last used (cache ticks).
+    pub last_used: u32,
+}
+
 /// Outcome of a lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
@@ -315,6 +351,8 @@ pub struct FlowCache {
     /// Translation of each slot whose action has `NAT_FLAG` (64 bytes a slot, allocated up
     /// front: growing it on the first NAT flow would stall that packet for milliseconds).
     nats: Vec<Option<NatAction>>,
+    /// Tags by slot (flows that ACLs decided or whose connection must be kept alive).
+    tags: crate::hash::FastMap<u32, TagSlot>,
     bucket_mask: usize,
     idle_timeout_ticks: u32,
     live: usize,
@@ -334,6 +372,7 @@ impl FlowCache {
             stats: vec![FlowStats::default(); slots],
             encaps: vec![0; slots],
             nats: vec![None; slots],
+            tags: crate::hash::FastMap::default(),
             bucket_mask: slots / WAYS - 1,
             idle_timeout_ticks,
             live: 0,
@@ -364,6 +403,7 @@ impl FlowCache {
                 + std::mem::size_of::<FlowStats>()
                 + std::mem::size_of::<u32>())
             + self.nats.capacity() * std::mem::size_of::<Option<NatAction>>()
+            + self.tags.capacity() * (std::mem::size_of::<(u32, TagSlot)>() + 1)
     }
 
     #[inline]
@@ -484,10 +524,12 @@ impl FlowCache {
         now: u32,
         bytes: u32,
     ) {
-        self.insert_nat(key, hash, action, None, generation, now, bytes);
+        self.insert_nat(key, hash, action, None, None, generation, now, bytes);
     }
 
-    /// [`FlowCache::insert`] with the flow's translation, if it has one.
+    /// [`FlowCache::insert`] with the flow's translation and tag, if it has them. Returns
+    /// the tag of the entry it replaced (another flow, or this one under an older decision)
+    /// with the packets that entry served since it was last accounted.
     #[allow(clippy::too_many_arguments)]
     pub fn insert_nat(
         &mut self,
@@ -495,10 +537,11 @@ impl FlowCache {
         hash: u64,
         action: FlowAction,
         nat: Option<NatAction>,
+        tag: Option<FlowTag>,
         generation: u64,
         now: u32,
         bytes: u32,
-    ) {
+    ) -> Option<TaggedFlow> {
         let base = self.bucket(hash);
         let signature = Self::signature(hash);
         let words = key.to_words();
@@ -551,6 +594,11 @@ impl FlowCache {
             packed.out_port |= NAT_FLAG;
             self.nats[slot] = Some(nat);
         }
+        let replaced = self.tags.remove(&(slot as u32)).map(|old| TaggedFlow {
+            tag: old.tag,
+            packets: self.stats[slot].packets - old.accounted,
+            last_used: self.entries[slot].last_used,
+        });
         self.entries[slot] = Entry {
             key: words,
             action: packed,
@@ -563,7 +611,49 @@ impl FlowCache {
         }
         stats.packets += 1;
         stats.bytes += bytes as u64;
+        if let Some(tag) = tag {
+            let accounted = stats.packets;
+            self.tags.insert(slot as u32, TagSlot { tag, accounted });
+        }
         self.counters.inserts += 1;
+        replaced
+    }
+
+    /// Tagged flows: `visit` sees each with the packets it served since the last pass, which
+    /// then count as accounted. Tags of entries that can take no more hits (stale under
+    /// `generation`, or idle at `now` past the timeout) are dropped after their last visit;
+    /// with `generation` `None`, every tag is (before [`FlowCache::clear`]).
+    /// Walks the tags only (one per tagged flow), not the cache.
+    pub fn tags(&mut self, generation: Option<u64>, now: u32, mut visit: impl FnMut(TaggedFlow)) {
+        let (entries, stats, timeout) = (&self.entries, &self.stats, self.idle_timeout_ticks);
+        self.tags.retain(|&slot, tagged| {
+            let slot = slot as usize;
+            let entry = &entries[slot];
+            let packets = stats[slot].packets - tagged.accounted;
+            tagged.accounted = stats[slot].packets;
+            visit(TaggedFlow {
+                tag: tagged.tag,
+                packets,
+                last_used: entry.last_used,
+            });
+            generation.is_some_and(|g| entry.generation == g as u32)
+                && now.wrapping_sub(entry.last_used) <= timeout
+        });
+    }
+
+    /// Number of tagged flows.
+    pub fn tagged(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// Renumbers the decisions of every tag (`map(old)`), after the pipeline compacted its
+    /// decision table.
+    pub fn retag(&mut self, mut map: impl FnMut(u32) -> u32) {
+        for tagged in self.tags.values_mut() {
+            if tagged.tag.decision != FlowTag::NO_DECISION {
+                tagged.tag.decision = map(tagged.tag.decision);
+            }
+        }
     }
 
     #[inline]
@@ -585,9 +675,10 @@ impl FlowCache {
         self.nats.get(slot).and_then(Option::as_ref)
     }
 
-    /// Empties the cache.
+    /// Empties the cache. Account the tags first ([`FlowCache::tags`]): they go too.
     pub fn clear(&mut self) {
         self.signatures.fill(0);
+        self.tags.clear();
         self.live = 0;
     }
 

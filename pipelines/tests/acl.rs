@@ -515,4 +515,33 @@ mod tables {
             .unwrap();
         assert_eq!(tables.acls().count(), 0);
     }
+
+    #[test]
+    fn vrf_acls_need_their_vrf_and_go_with_it() {
+        let mut tables = Tables::new();
+        let set = |vrf| TableOp::SetVrfAcl {
+            vrf: VrfId(vrf),
+            direction: AclDirection::In,
+            rules: policy(10),
+        };
+        assert_eq!(
+            tables.apply_batch(&[set(5)]).unwrap_err().error,
+            TableError::UnknownVrf(VrfId(5))
+        );
+        tables
+            .apply_batch(&[TableOp::AddVrf { vrf: VrfId(5) }, set(5)])
+            .unwrap();
+        assert!(tables.vrf_acl(VrfId(5), AclDirection::In).is_some());
+        assert!(tables.vrf_acl(VrfId(5), AclDirection::Out).is_none());
+        assert!(tables
+            .apply_batch(&[TableOp::DelVrfAcl {
+                vrf: VrfId(5),
+                direction: AclDirection::Out,
+            }])
+            .is_err());
+        tables
+            .apply_batch(&[TableOp::DelVrf { vrf: VrfId(5) }])
+            .unwrap();
+        assert_eq!(tables.acls().count(), 0);
+    }
 }

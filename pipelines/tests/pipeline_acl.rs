@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use etherparse::PacketBuilder;
 use pipelines::acl::{AclAction, AclRule};
-use pipelines::tables::AclDirection;
+use pipelines::tables::{AclDirection, AclTarget};
 use pipelines::{DropReason, PortId, TableOp, Verdict};
 
 fn rule(protocol: Option<u8>, dst_ports: Option<(u16, u16)>, action: AclAction) -> AclRule {
@@ -233,7 +233,13 @@ fn decisions_are_counted_per_rule_and_denials_sampled_to_events() {
     let syn = tcp(H0, R[0], H0_V4, POD, 40000, 80, true, false);
     lab.send(0, &syn);
     let ack = tcp(H0, R[0], H0_V4, POD, 40000, 80, false, true);
-    lab.send(0, &ack); // a flow-cache hit: not classified
+    for _ in 0..4 {
+        lab.send(0, &ack); // flow-cache hits, counted when the cache is accounted
+    }
+    // Replies pass by state: no rule counts them.
+    let synack = tcp(N[2], R[2], POD, H0_V4, 80, 40000, true, true);
+    lab.send(2, &synack);
+    lab.send(2, &synack);
     let mut events = 0;
     for sport in 0..3u16 {
         let udp = udp4_ports(H0, R[0], H0_V4, POD, 64, 6000 + sport, 53, b"x");
@@ -247,9 +253,172 @@ fn decisions_are_counted_per_rule_and_denials_sampled_to_events() {
     assert_eq!(events, 3, "each denial sampled (under the rate limit)");
     let hits = lab.pipeline.counters().acl_hits;
     assert_eq!(hits.len(), 2, "{hits:?}");
-    assert_eq!((hits[0].rule, hits[0].packets), (Some(0), 1));
+    assert_eq!(
+        (hits[0].rule, hits[0].packets),
+        (Some(0), 1),
+        "the cache's packets are not folded in yet"
+    );
+    lab.tick(T0 + 1_500_000_000);
+    let hits = lab.pipeline.counters().acl_hits;
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert_eq!(
+        (hits[0].rule, hits[0].packets),
+        (Some(0), 5),
+        "every packet the rule allowed, cached or not"
+    );
     assert_eq!((hits[1].rule, hits[1].packets), (None, 3));
     assert!(hits
         .iter()
-        .all(|h| h.port == 2 && h.direction == AclDirection::Out));
+        .all(|h| h.target == AclTarget::Port(PortId(2)) && h.direction == AclDirection::Out));
+}
+
+#[test]
+fn rule_counters_match_the_packets_sent_across_evictions_and_policy_changes() {
+    // A one-bucket cache: flows evict each other, so packets alternate between the slow
+    // path and the cache.
+    let mut config = lab_config();
+    config.flow_capacity = 4;
+    let mut lab = Lab::with_config(config);
+    let allow_udp = |port| {
+        let mut r = rule(Some(17), Some((port, port)), AclAction::Allow);
+        r.priority = 10 + u32::from(port);
+        r
+    };
+    lab.apply(&[set(
+        2,
+        AclDirection::Out,
+        vec![allow_udp(53), allow_udp(54)],
+    )]);
+    let mut sent = [0u64; 2];
+    let mut now = T0;
+    for round in 0..40u16 {
+        for sport in 0..(1 + round % 6) {
+            let dport = 53 + (sport % 2);
+            let udp = udp4_ports(H0, R[0], H0_V4, POD, 64, 7000 + sport, dport, b"x");
+            assert_eq!(
+                lab.send_at(0, &udp, now).verdict,
+                Verdict::Transmit(PortId(2))
+            );
+            sent[usize::from(dport - 53)] += 1;
+        }
+        if round == 20 {
+            // A policy change (same rules): every cached flow is revalidated.
+            lab.apply(&[set(
+                2,
+                AclDirection::Out,
+                vec![allow_udp(53), allow_udp(54)],
+            )]);
+        }
+        now += 300_000_000;
+    }
+    lab.tick(now + 2_000_000_000);
+    let hits = lab.pipeline.counters().acl_hits;
+    let count = |rule| {
+        hits.iter()
+            .find(|h| h.rule == Some(rule))
+            .map_or(0, |h| h.packets)
+    };
+    assert_eq!([count(0), count(1)], sent, "{hits:?}");
+    assert!(
+        lab.pipeline.counters().flow.hits > 0,
+        "the cache served some"
+    );
+    assert!(
+        lab.pipeline.counters().flow.evictions > 0,
+        "and evicted some"
+    );
+}
+
+#[test]
+fn cached_udp_flows_keep_their_connection_alive() {
+    // The pod may not open anything (its In set is empty); H0 talks to it over UDP 53.
+    let mut lab = Lab::new();
+    lab.apply(&[
+        set(2, AclDirection::In, vec![]),
+        set(
+            2,
+            AclDirection::Out,
+            vec![rule(Some(17), Some((53, 53)), AclAction::Allow)],
+        ),
+    ]);
+    let query = udp4_ports(H0, R[0], H0_V4, POD, 64, 5353, 53, b"q");
+    let answer = udp4_ports(N[2], R[2], POD, H0_V4, 64, 53, 5353, b"a");
+    let mut now = T0;
+    assert_eq!(
+        lab.send_at(0, &query, now).verdict,
+        Verdict::Transmit(PortId(2))
+    );
+    assert_eq!(
+        lab.send_at(2, &answer, now).verdict,
+        Verdict::Transmit(PortId(0))
+    );
+    // Queries keep coming for longer than a replied UDP connection lives (120 s) without
+    // a packet on the slow path: the cache serves them all.
+    let slow = lab.pipeline.counters().flow.misses;
+    for _ in 0..30 {
+        now += 10_000_000_000;
+        assert_eq!(
+            lab.send_at(0, &query, now).verdict,
+            Verdict::Transmit(PortId(2))
+        );
+    }
+    assert_eq!(lab.pipeline.counters().flow.misses, slow, "all cache hits");
+    // Any table change sends the next answer through the slow path: its connection must
+    // still be there, or the pod's empty In set denies it.
+    lab.apply(&[route("192.0.2.0/24", via("10.0.1.2"))]);
+    now += 1_000_000;
+    assert_eq!(
+        lab.send_at(2, &answer, now).verdict,
+        Verdict::Transmit(PortId(0))
+    );
+}
+
+#[test]
+fn a_vrf_set_filters_every_port_of_the_vrf_on_top_of_port_sets() {
+    let mut lab = Lab::new();
+    // VRF 0 admits UDP only into its ports.
+    lab.apply(&[TableOp::SetVrfAcl {
+        vrf: pipelines::VrfId(0),
+        direction: AclDirection::Out,
+        rules: vec![rule(Some(17), None, AclAction::Allow)],
+    }]);
+    let to3 = tcp(H0, R[0], H0_V4, neighbor_v4(3), 40000, 80, true, false);
+    assert_eq!(
+        lab.send(0, &to3).verdict,
+        Verdict::Drop(DropReason::AclDeny)
+    );
+    let udp3 = udp4_ports(H0, R[0], H0_V4, neighbor_v4(3), 64, 5000, 80, b"x");
+    assert_eq!(lab.send(0, &udp3).verdict, Verdict::Transmit(PortId(3)));
+    // A port set narrows it further: both must allow.
+    lab.apply(&[set(
+        2,
+        AclDirection::Out,
+        vec![rule(Some(17), Some((53, 53)), AclAction::Allow)],
+    )]);
+    let udp2 = udp4_ports(H0, R[0], H0_V4, POD, 64, 5000, 80, b"x");
+    assert_eq!(
+        lab.send(0, &udp2).verdict,
+        Verdict::Drop(DropReason::AclDeny)
+    );
+    let dns2 = udp4_ports(H0, R[0], H0_V4, POD, 64, 5000, 53, b"x");
+    assert_eq!(lab.send(0, &dns2).verdict, Verdict::Transmit(PortId(2)));
+    let hits = lab.pipeline.counters().acl_hits;
+    let vrf = AclTarget::Vrf(pipelines::VrfId(0));
+    let of = |target, rule| {
+        hits.iter()
+            .find(|h| h.target == target && h.rule == rule)
+            .map_or(0, |h| h.packets)
+    };
+    assert_eq!(of(vrf, None), 1, "the TCP SYN: {hits:?}");
+    // The port set decides before the VRF's out set: the denied UDP packet never reached it.
+    assert_eq!(of(vrf, Some(0)), 2, "the allowed UDP packets: {hits:?}");
+    assert_eq!(of(AclTarget::Port(PortId(2)), None), 1, "{hits:?}");
+    assert_eq!(of(AclTarget::Port(PortId(2)), Some(0)), 1, "{hits:?}");
+    // Detached: TCP passes again.
+    lab.apply(&[TableOp::DelVrfAcl {
+        vrf: pipelines::VrfId(0),
+        direction: AclDirection::Out,
+    }]);
+    let to3 = tcp(H0, R[0], H0_V4, neighbor_v4(3), 40001, 80, true, false);
+    assert_eq!(lab.send(0, &to3).verdict, Verdict::Transmit(PortId(3)));
 }

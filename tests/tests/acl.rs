@@ -140,6 +140,48 @@ impl Topology {
     }
 }
 
+/// 25 datagrams from one socket (one flow) to pod2's UDP echo; prints how many were answered.
+const UDP_BURST: &str = "import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+answered = 0
+for i in range(25):
+    s.sendto(b'burst', ('10.0.2.2', 5353))
+    try:
+        s.recvfrom(64)
+        answered += 1
+    except OSError:
+        pass
+print(answered)
+";
+
+/// Packets counted on rule `rule` (0-based; `None`: the default deny) of the `out` set of
+/// port `set` (a name), or of the `in` set of `vrf N`.
+fn rule_hits(t: &Topology, set: &str, rule: Option<u64>) -> u64 {
+    let stats = t.node.ctl_json(&["stats"]).expect("stats");
+    let target = match set.strip_prefix("vrf ") {
+        Some(vrf) => serde_json::json!({ "vrf": vrf.parse::<u64>().unwrap() }),
+        None => {
+            let id = stats["stats"]["port_names"]
+                .as_array()
+                .and_then(|n| n.iter().find(|p| p[1] == set))
+                .and_then(|p| p[0].as_u64())
+                .expect("port id");
+            serde_json::json!({ "port": id })
+        }
+    };
+    let direction = if set.starts_with("vrf ") { "in" } else { "out" };
+    stats["stats"]["counters"]["acl_hits"]
+        .as_array()
+        .and_then(|h| {
+            h.iter().find(|h| {
+                h["target"] == target && h["direction"] == direction && h["rule"].as_u64() == rule
+            })
+        })
+        .and_then(|h| h["packets"].as_u64())
+        .unwrap_or(0)
+}
+
 fn topology() -> Topology {
     let lab = Lab::new().expect("lab");
     let node_ns = lab.netns("node").expect("node namespace");
@@ -232,26 +274,7 @@ fn a_port_policy_allows_denies_and_rejects_statefully_and_follows_rule_changes()
 
     // Rule counters: three more denied datagrams count three on the default deny of vp2 out;
     // the denials are sampled to the vrouter's log with the rule that decided.
-    let default_hits = |t: &Topology| {
-        let stats = t.node.ctl_json(&["stats"]).expect("stats");
-        let names = stats["stats"]["port_names"].clone();
-        let vp2 = names
-            .as_array()
-            .and_then(|n| n.iter().find(|p| p[1] == "vp2"))
-            .and_then(|p| p[0].as_u64())
-            .expect("vp2 id");
-        stats["stats"]["counters"]["acl_hits"]
-            .as_array()
-            .and_then(|h| {
-                h.iter().find(|h| {
-                    h["port"].as_u64() == Some(vp2)
-                        && h["direction"] == "out"
-                        && h["rule"].is_null()
-                })
-            })
-            .and_then(|h| h["packets"].as_u64())
-            .unwrap_or(0)
-    };
+    let default_hits = |t: &Topology| rule_hits(t, "vp2", None);
     let before = default_hits(&t);
     for _ in 0..3 {
         assert_eq!(t.probe(&t.pod1, "10.0.2.2", 5353, "udp"), "timeout");
@@ -275,12 +298,55 @@ fn a_port_policy_allows_denies_and_rejects_statefully_and_follows_rule_changes()
         "no deny log:\n{log}"
     );
 
-    // UDP allowed by a rule added now: the datagram and its answer pass.
+    // UDP allowed by a rule added now: the datagram and its answer pass, and the rule counts
+    // every datagram of the flow (the first classified, the rest served by the flow cache),
+    // not the answers.
     t.node
         .ctl_ok(&[
             "acl", "add", "vp2", "out", "proto", "udp", "dport", "5353", "allow",
         ])
         .unwrap();
+    assert_eq!(t.probe(&t.pod1, "10.0.2.2", 5353, "udp"), "answered");
+    // Workers publish their counters every 100 ms: let the probe's count land first.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rule_hits(&t, "vp2", Some(3));
+    let answered = t
+        .pod1
+        .run_timeout("python3", &["-c", UDP_BURST], Duration::from_secs(30))
+        .expect("udp burst");
+    assert_eq!(answered.trim(), "25", "answers to the 25 datagrams");
+    assert!(
+        wait_until(Duration::from_secs(4), Duration::from_millis(100), || {
+            rule_hits(&t, "vp2", Some(3)) == before + 25
+        }),
+        "rule 4 of vp2 out: {} -> {} (25 sent)",
+        before,
+        rule_hits(&t, "vp2", Some(3))
+    );
+
+    // A VRF's set applies to every port of the VRF on top of the port sets.
+    t.node
+        .ctl_ok(&[
+            "acl", "add", "vrf", "0", "in", "proto", "udp", "dport", "5353", "deny",
+        ])
+        .unwrap();
+    t.node
+        .ctl_ok(&["acl", "add", "vrf", "0", "in", "allow"])
+        .unwrap();
+    assert_eq!(t.probe(&t.pod1, "10.0.2.2", 5353, "udp"), "timeout");
+    assert_eq!(t.probe(&t.pod1, "10.0.2.2", 8080, "tcp"), "connected");
+    let listed = t
+        .node
+        .ctl_ok(&["acl", "list", "vrf", "0"])
+        .expect("acl list");
+    assert!(listed.contains("vrf 0 in: 2 rule(s)"), "{listed}");
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(100), || {
+            rule_hits(&t, "vrf 0", Some(0)) >= 1
+        }),
+        "the vrf deny rule counted nothing"
+    );
+    t.node.ctl_ok(&["acl", "del", "vrf", "0", "in"]).unwrap();
     assert_eq!(t.probe(&t.pod1, "10.0.2.2", 5353, "udp"), "answered");
     t.node
         .ctl_ok(&["acl", "del", "vp2", "out", "rule", "4"])

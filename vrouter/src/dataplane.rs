@@ -463,7 +463,7 @@ impl Dataplane {
                     self.pending_learn.insert((port, ip), mac);
                 }
                 Event::AclDenied {
-                    port,
+                    target,
                     direction,
                     rule,
                     action,
@@ -475,11 +475,17 @@ impl Dataplane {
                 } => {
                     // Sampled by the workers (10/s each): the log of denied packets.
                     let tables = self.store.active();
-                    let port_name = tables.port(port).map_or("?", |p| p.name.as_str());
+                    let set = match target {
+                        pipelines::tables::AclTarget::Port(port) => tables
+                            .port(port)
+                            .map_or("?", |p| p.name.as_str())
+                            .to_string(),
+                        pipelines::tables::AclTarget::Vrf(vrf) => format!("vrf {}", vrf.0),
+                    };
                     let rule =
                         rule.map_or("default deny".to_string(), |r| format!("rule {}", r + 1));
                     tracing::info!(
-                        port = port_name,
+                        set,
                         direction = ?direction,
                         %rule,
                         action = ?action,

@@ -33,13 +33,14 @@ use super::{Meta, Output, Packet, Pipeline};
 use crate::acl::{AclAction, AclKey};
 use crate::conntrack::Direction;
 use crate::drop::DropReason;
+use crate::flow::FlowTag;
 use crate::ids::PortId;
-use crate::tables::{AclDirection, Tables};
+use crate::tables::{AclDirection, AclTarget, Tables};
 
 /// What the ACLs said about a packet that may go on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum AclOutcome {
-    /// No set on either port.
+    /// No set anywhere on the node.
     NoPolicy,
     /// Allowed; `new`: the first packet of a connection (to be tracked).
     Allowed {
@@ -47,6 +48,13 @@ pub(super) enum AclOutcome {
         new: bool,
     },
 }
+
+/// The rules that allowed a flow: per attached set on its way (at most four: ingress port
+/// and VRF, egress port and VRF), the set and the rule (`u32::MAX`: the default).
+pub(super) type Decision = [Option<(AclTarget, AclDirection, u32)>; 4];
+
+/// Most distinct decisions remembered before the table is compacted to those still in use.
+const MAX_DECISIONS: usize = 1 << 16;
 
 /// ICMP "administratively prohibited" codes (RFC 1812, RFC 4443).
 const CODE4_PROHIBITED: u8 = 13;
@@ -100,52 +108,59 @@ impl Pipeline {
         if !tables.has_acls() {
             return Ok(AclOutcome::NoPolicy);
         }
-        let ingress = tables.acl(packet.in_port, AclDirection::In);
-        let egress = tables.acl(out_port, AclDirection::Out);
-        if ingress.is_none() && egress.is_none() {
-            // Not filtered here, but tracked: its replies may cross a port with a set (the
-            // sender's own ingress policy must not block the answers to what it opened).
-            return Ok(match plan {
-                Plan::None | Plan::Service { .. } => AclOutcome::Allowed { new: true },
-                Plan::Tracked(_) | Plan::Related => AclOutcome::Allowed { new: false },
-            });
-        }
-        let generation = tables.generation() as u32;
+        let in_vrf = crate::ids::VrfId(u32::from(m.key.vrf));
+        let out_vrf = tables.port(out_port).map(|p| p.vrf);
+        let sets = [
+            (AclTarget::Port(packet.in_port), AclDirection::In),
+            (AclTarget::Vrf(in_vrf), AclDirection::In),
+            (AclTarget::Port(out_port), AclDirection::Out),
+            (AclTarget::Vrf(out_vrf.unwrap_or(in_vrf)), AclDirection::Out),
+        ]
+        .map(|(target, direction)| {
+            let policy = match target {
+                AclTarget::Port(port) => tables.acl(port, direction),
+                AclTarget::Vrf(vrf) => tables.vrf_acl(vrf, direction),
+            };
+            policy.map(|p| (target, direction, p))
+        });
         let tracked = match plan {
             Plan::Related => return Ok(AclOutcome::Allowed { new: false }),
             Plan::Tracked(action) if action.direction == Direction::Reply => {
                 return Ok(AclOutcome::Allowed { new: false })
             }
-            Plan::Tracked(action) => {
-                if self.conntrack.user(action.conn) == Some(generation) {
-                    return Ok(AclOutcome::Allowed { new: false });
-                }
-                Some(action.conn)
-            }
+            Plan::Tracked(action) => Some(action.conn),
             Plan::None | Plan::Service { .. } => None,
         };
+        if sets.iter().all(Option::is_none) {
+            // Not filtered here, but tracked: its replies may cross a port with a set (the
+            // sender's own ingress policy must not block the answers to what it opened).
+            return Ok(AclOutcome::Allowed {
+                new: tracked.is_none(),
+            });
+        }
+        // A connection allowed under these tables is classified again all the same, so its
+        // rules count the packets the flow cache did not serve (the decision is the same).
+        let generation = tables.generation() as u32;
         let key = acl_key(packet.frame(), m, plan);
-        let sets = [
-            (packet.in_port, AclDirection::In, ingress),
-            (out_port, AclDirection::Out, egress),
-        ];
-        for (port, direction, policy) in sets {
-            let Some(policy) = policy else {
+        let mut decision: Decision = [None; 4];
+        for (slot, set) in decision.iter_mut().zip(sets) {
+            let Some((target, direction, policy)) = set else {
                 continue;
             };
-            let decision = policy.classifier.classify(&key);
-            let rule = decision.map(|(i, _)| i as u32);
-            *self
-                .acl_hits
-                .entry((port, direction, rule.unwrap_or(u32::MAX)))
-                .or_insert(0) += 1;
-            let action = decision.map(|(_, a)| a);
+            let matched = policy.classifier.classify(&key);
+            let rule = matched.map(|(i, _)| i as u32);
+            *slot = Some((target, direction, rule.unwrap_or(u32::MAX)));
+            let action = matched.map(|(_, a)| a);
             if action == Some(AclAction::Allow) {
                 continue;
             }
+            // Every set that classified the packet counts it, the allowing ones before too.
+            for &(target, direction, rule) in decision.iter().flatten() {
+                *self.acl_hits.entry((target, direction, rule)).or_insert(0) += 1;
+            }
             if self.acl_log.take(self.now_ns) {
                 out.events.push(super::Event::AclDenied {
-                    port,
+                    target,
                     direction,
                     rule,
                     action: action.unwrap_or(AclAction::Deny),
@@ -171,6 +186,13 @@ impl Pipeline {
             }
             return Err(DropReason::AclDeny);
         }
+        for &(target, direction, rule) in decision.iter().flatten() {
+            *self.acl_hits.entry((target, direction, rule)).or_insert(0) += 1;
+        }
+        self.flow_tag = Some(FlowTag {
+            decision: self.intern_decision(decision),
+            conn: None,
+        });
         match tracked {
             Some(conn) => {
                 self.conntrack.set_user(conn, generation);
@@ -180,38 +202,143 @@ impl Pipeline {
         }
     }
 
+    /// The index of `decision` in the decision table, added if new.
+    fn intern_decision(&mut self, decision: Decision) -> u32 {
+        if let Some(&index) = self.acl_decision_index.get(&decision) {
+            return index;
+        }
+        let index = self.acl_decisions.len() as u32;
+        self.acl_decisions.push(decision);
+        self.acl_decision_index.insert(decision, index);
+        index
+    }
+
+    /// Counts `packets` served by the flow cache under `decision` for each of its rules.
+    pub(super) fn count_decision(&mut self, decision: u32, packets: u64) {
+        if packets == 0 || decision == FlowTag::NO_DECISION {
+            return;
+        }
+        let Some(rules) = self.acl_decisions.get(decision as usize) else {
+            return;
+        };
+        for &key in rules.iter().flatten() {
+            *self.acl_hits.entry(key).or_insert(0) += packets;
+        }
+    }
+
+    /// Folds what the tagged cached flows served since the last pass into their rules'
+    /// counters, and keeps the identity connections of the active ones alive (their hits
+    /// do not touch them). Compacts the decision table when it grew past
+    /// [`MAX_DECISIONS`]. Called once a second with the tables' generation, and with `None`
+    /// before the flow cache is emptied (every tag goes).
+    pub(super) fn account_flows(&mut self, generation: Option<u64>) {
+        if self.flow.tagged() == 0 {
+            return;
+        }
+        let mut served = Vec::new();
+        let now = self.now_ms;
+        self.flow.tags(generation, now, |flow| served.push(flow));
+        for flow in served {
+            self.count_decision(flow.tag.decision, flow.packets);
+            if let (Some(conn), true) = (flow.tag.conn, flow.packets > 0) {
+                self.conntrack.refresh(conn, flow.last_used, now);
+            }
+        }
+        if self.acl_decisions.len() > MAX_DECISIONS {
+            let mut used = crate::hash::FastMap::default();
+            let mut kept = Vec::new();
+            let old = std::mem::take(&mut self.acl_decisions);
+            self.flow.retag(|index| {
+                *used.entry(index).or_insert_with(|| {
+                    kept.push(old[index as usize]);
+                    kept.len() as u32 - 1
+                })
+            });
+            self.acl_decision_index = kept
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (*d, i as u32))
+                .collect();
+            self.acl_decisions = kept;
+        }
+    }
+
     /// After NAT: tracks a newly allowed connection so its replies pass (its NAT connection
     /// if NAT made one, else an identity connection), recording the generation it was
     /// allowed under. A connection that cannot be tracked (table full, a TCP packet that is
     /// not a SYN) is forwarded untracked.
+    ///
+    /// An identity TCP connection comes back as an untranslating [`NatAction`] for the flow
+    /// cache, so its hits run its state machine (a closed connection then times out in
+    /// seconds, not in the five days of an established one); any other identity connection
+    /// is kept alive by the flow's tag ([`Pipeline::account_flows`]) and its flow is a plain
+    /// one.
+    ///
+    /// [`NatAction`]: crate::flow::NatAction
     pub(super) fn acl_track(
         &mut self,
         tables: &Tables,
         frame: &[u8],
         m: &Meta,
         nat: Option<&crate::flow::NatAction>,
-    ) {
+    ) -> Option<crate::flow::NatAction> {
         let generation = tables.generation() as u32;
-        match nat {
-            Some(action) => {
-                self.conntrack.set_user(action.conn, generation);
-            }
-            None => {
-                if m.fragment {
-                    return;
-                }
-                let identity = crate::conntrack::Nat {
-                    src: None,
-                    dst: None,
-                };
-                let flags = super::nat::tcp_flags(frame, m);
-                if let Ok(id) =
-                    self.conntrack
-                        .create(&m.key, &identity, flags, m.ip_len as u32, self.now_ms)
-                {
-                    self.conntrack.set_user(id, generation);
-                }
-            }
+        if let Some(action) = nat {
+            self.conntrack.set_user(action.conn, generation);
+            return None;
         }
+        if m.fragment {
+            return None;
+        }
+        let identity = crate::conntrack::Nat {
+            src: None,
+            dst: None,
+        };
+        let flags = super::nat::tcp_flags(frame, m);
+        let id = self
+            .conntrack
+            .create(&m.key, &identity, flags, m.ip_len as u32, self.now_ms)
+            .ok()?;
+        self.conntrack.set_user(id, generation);
+        if m.key.protocol == 6 {
+            return Some(super::nat::identity_action(&m.key, id, Direction::Original));
+        }
+        self.tag_connection(id);
+        None
+    }
+
+    /// Caches the slow path's decision for `m`'s flow with the tag the ACL and NAT steps
+    /// left, counting what the entry it replaces served since it was last accounted.
+    pub(super) fn cache_flow(
+        &mut self,
+        m: &Meta,
+        action: crate::flow::FlowAction,
+        nat: Option<crate::flow::NatAction>,
+        generation: u64,
+        bytes: u32,
+    ) {
+        let tag = self.flow_tag.take();
+        let replaced = self.flow.insert_nat(
+            m.key,
+            m.hash,
+            action,
+            nat,
+            tag,
+            generation,
+            self.now_ms,
+            bytes,
+        );
+        if let Some(flow) = replaced {
+            self.count_decision(flow.tag.decision, flow.packets);
+        }
+    }
+
+    /// Records that the flow about to be cached keeps connection `conn` alive.
+    pub(super) fn tag_connection(&mut self, conn: crate::conntrack::ConnId) {
+        let tag = self.flow_tag.get_or_insert(FlowTag {
+            decision: FlowTag::NO_DECISION,
+            conn: None,
+        });
+        tag.conn = Some(conn);
     }
 }

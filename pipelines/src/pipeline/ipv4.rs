@@ -121,6 +121,7 @@ impl Pipeline {
         m: &mut Meta,
         out: &mut Output,
     ) -> Option<Verdict> {
+        self.flow_tag = None;
         let plan = match self.nat_plan(tables, packet, m, out) {
             Ok(plan) => plan,
             Err(reason) => return Some(Verdict::Drop(reason)),
@@ -146,7 +147,7 @@ impl Pipeline {
                     self.icmp4_error(tables, packet, m, ICMP_TIME_EXCEEDED, 0, 0, out);
                     return Some(Verdict::Drop(DropReason::TtlExceeded));
                 }
-                let nat = match egress {
+                let mut nat = match egress {
                     Some((tunnel, false)) => {
                         match self.nat_apply(tables, packet.frame_mut(), m, tunnel, plan) {
                             Ok(nat) => nat,
@@ -156,7 +157,10 @@ impl Pipeline {
                     _ => None,
                 };
                 if acl == (AclOutcome::Allowed { new: true }) {
-                    self.acl_track(tables, packet.frame(), m, nat.as_ref());
+                    if let Some(identity) = self.acl_track(tables, packet.frame(), m, nat.as_ref())
+                    {
+                        nat = Some(identity);
+                    }
                 }
                 return Some(self.forward_tunnel(tables, packet, m, next_hop, nat, out));
             }
@@ -197,12 +201,14 @@ impl Pipeline {
         }
         // NAT after the checks that answer the sender (its ICMP errors quote the packet as it
         // sent it), before fragmentation (every fragment leaves translated).
-        let nat = match self.nat_apply(tables, packet.frame_mut(), m, out_port, plan) {
+        let mut nat = match self.nat_apply(tables, packet.frame_mut(), m, out_port, plan) {
             Ok(nat) => nat,
             Err(reason) => return Some(Verdict::Drop(reason)),
         };
         if acl == (AclOutcome::Allowed { new: true }) {
-            self.acl_track(tables, packet.frame(), m, nat.as_ref());
+            if let Some(identity) = self.acl_track(tables, packet.frame(), m, nat.as_ref()) {
+                nat = Some(identity);
+            }
         }
         if m.ip_len > out_port.mtu {
             return Some(self.fragment_and_send(tables, packet, m, out_port, neighbor, out));

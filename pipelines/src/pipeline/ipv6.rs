@@ -111,6 +111,7 @@ impl Pipeline {
         m: &mut Meta,
         out: &mut Output,
     ) -> Option<Verdict> {
+        self.flow_tag = None;
         let plan = match self.nat_plan(tables, packet, m, out) {
             Ok(plan) => plan,
             Err(reason) => return Some(Verdict::Drop(reason)),
@@ -139,7 +140,7 @@ impl Pipeline {
                     self.icmp6_error(tables, packet, m, ICMPV6_TIME_EXCEEDED, 0, 0, out);
                     return Some(Verdict::Drop(DropReason::TtlExceeded));
                 }
-                let nat = match egress {
+                let mut nat = match egress {
                     Some((tunnel, false)) => {
                         match self.nat_apply(tables, packet.frame_mut(), m, tunnel, plan) {
                             Ok(nat) => nat,
@@ -149,7 +150,10 @@ impl Pipeline {
                     _ => None,
                 };
                 if acl == (AclOutcome::Allowed { new: true }) {
-                    self.acl_track(tables, packet.frame(), m, nat.as_ref());
+                    if let Some(identity) = self.acl_track(tables, packet.frame(), m, nat.as_ref())
+                    {
+                        nat = Some(identity);
+                    }
                 }
                 return Some(self.forward_tunnel(tables, packet, m, next_hop, nat, out));
             }
@@ -184,12 +188,14 @@ impl Pipeline {
             self.icmp6_error(tables, packet, m, ICMPV6_PACKET_TOO_BIG, 0, mtu, out);
             return Some(Verdict::Drop(DropReason::FragmentationNeeded));
         }
-        let nat = match self.nat_apply(tables, packet.frame_mut(), m, out_port, plan) {
+        let mut nat = match self.nat_apply(tables, packet.frame_mut(), m, out_port, plan) {
             Ok(nat) => nat,
             Err(reason) => return Some(Verdict::Drop(reason)),
         };
         if acl == (AclOutcome::Allowed { new: true }) {
-            self.acl_track(tables, packet.frame(), m, nat.as_ref());
+            if let Some(identity) = self.acl_track(tables, packet.frame(), m, nat.as_ref()) {
+                nat = Some(identity);
+            }
         }
         Some(self.forward_to(tables, packet, m, out_port, neighbor, nat, out))
     }

@@ -190,8 +190,8 @@ pub enum Event {
     /// An ACL denied or rejected a packet (sampled: at most 10 a second per worker, bursts of
     /// 20), for the log.
     AclDenied {
-        /// The port whose set decided.
-        port: PortId,
+        /// The port or VRF whose set decided.
+        target: crate::tables::AclTarget,
         /// Its direction.
         direction: crate::tables::AclDirection,
         /// The rule's position in the set (0-based); `None`: no rule allowed it.
@@ -319,8 +319,15 @@ pub struct Pipeline {
     conntrack: crate::conntrack::ConnTable,
     /// Client-IP affinity of Services: (Service, client address) to backend.
     affinity: FastMap<(crate::tables::ServiceKey, u128), nat::Affinity>,
-    /// Packets decided per ACL rule: (port, direction, rule or `u32::MAX` for the default).
-    acl_hits: FastMap<(PortId, crate::tables::AclDirection, u32), u64>,
+    /// Packets decided per ACL rule: (set, direction, rule or `u32::MAX` for the default).
+    acl_hits: FastMap<(crate::tables::AclTarget, crate::tables::AclDirection, u32), u64>,
+    /// The distinct ACL decisions that allowed cached flows, which the flow tags name.
+    acl_decisions: Vec<acl::Decision>,
+    acl_decision_index: FastMap<acl::Decision, u32>,
+    /// The tag of the flow the slow path is about to cache (set by the ACL and NAT steps).
+    flow_tag: Option<crate::flow::FlowTag>,
+    /// When the tagged flows were last accounted ([`Pipeline::account_flows`]).
+    last_account_ms: u32,
     /// Samples of denied packets reported as events.
     acl_log: TokenBucket,
     /// When the connection table was last swept.
@@ -344,6 +351,10 @@ impl Pipeline {
             conntrack: crate::conntrack::ConnTable::new(config.conntrack),
             affinity: FastMap::default(),
             acl_hits: FastMap::default(),
+            acl_decisions: Vec::new(),
+            acl_decision_index: FastMap::default(),
+            flow_tag: None,
+            last_account_ms: 0,
             acl_log: TokenBucket::new(10, 20),
             last_sweep_ms: u32::MAX,
             config,
@@ -367,8 +378,8 @@ impl Pipeline {
             .acl_hits
             .iter()
             .map(
-                |(&(port, direction, rule), &packets)| crate::counters::AclHits {
-                    port: port.0,
+                |(&(target, direction, rule), &packets)| crate::counters::AclHits {
+                    target,
                     direction,
                     rule: (rule != u32::MAX).then_some(rule),
                     packets,
@@ -377,7 +388,7 @@ impl Pipeline {
             .collect();
         counters
             .acl_hits
-            .sort_unstable_by_key(|h| (h.port, h.direction, h.rule.map_or(u64::MAX, u64::from)));
+            .sort_unstable_by_key(|h| (h.target, h.direction, h.rule.map_or(u64::MAX, u64::from)));
         counters
     }
 
@@ -391,8 +402,9 @@ impl Pipeline {
         self.flow.records(tables.generation(), self.now_ms)
     }
 
-    /// Empties the flow cache.
+    /// Empties the flow cache (its tagged flows accounted first).
     pub fn flush_flows(&mut self) {
+        self.account_flows(None);
         self.flow.clear();
     }
 
@@ -564,6 +576,7 @@ impl Pipeline {
         self.meta = meta;
         self.resolve_pending(tables, out);
         self.expire_connections();
+        self.account_flows_every_second(tables);
     }
 
     /// The connection table (NAT).
@@ -582,6 +595,7 @@ impl Pipeline {
     /// decisions go too. Returns how many connections were removed.
     pub fn flush_connections(&mut self) -> usize {
         let removed = self.conntrack.flush();
+        self.account_flows(None);
         self.flow.clear();
         self.affinity.clear();
         removed
@@ -606,12 +620,23 @@ impl Pipeline {
         self.conntrack.expire(self.now_ms, 64 * elapsed as usize);
     }
 
+    /// Accounts the tagged flows once a second ([`Pipeline::account_flows`]): per-rule
+    /// counters of cached flows lag by up to a second, and identity connections stay alive
+    /// as long as their flows are used.
+    fn account_flows_every_second(&mut self, tables: &Tables) {
+        if self.now_ms.wrapping_sub(self.last_account_ms) >= 1000 {
+            self.last_account_ms = self.now_ms;
+            self.account_flows(Some(tables.generation()));
+        }
+    }
+
     /// Advances time without traffic: retries and expires neighbor resolutions.
     pub fn tick(&mut self, tables: &Tables, out: &mut Output, now_ns: u64) {
         self.now_ns = now_ns;
         self.now_ms = (now_ns / 1_000_000) as u32;
         self.resolve_pending(tables, out);
         self.expire_connections();
+        self.account_flows_every_second(tables);
     }
 
     /// Runs the packets waiting for `next` through their stage; returns how many the stage

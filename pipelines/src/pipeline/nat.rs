@@ -167,6 +167,18 @@ fn action_to(key: &FlowKey, to: &FlowKey, conn: ConnId, direction: Direction) ->
     }
 }
 
+/// The cached action of an untranslated (ACL-tracked) connection's flow: its packets leave as
+/// they came, and its hits account the connection.
+pub(super) fn identity_action(key: &FlowKey, conn: ConnId, direction: Direction) -> NatAction {
+    action_to(key, key, conn, direction)
+}
+
+/// Whether `action` leaves the packet of `key` as it is.
+fn is_identity(key: &FlowKey, action: &NatAction) -> bool {
+    (action.src, action.dst, action.src_port, action.dst_port)
+        == (key.src, key.dst, key.src_port, key.dst_port)
+}
+
 /// The hit path's rewrite of a packet of a cached NAT flow: the new addresses and ports are
 /// written and the checksums adjusted by the flow's precomputed deltas (the slow path's
 /// [`rewrite_nat`] computes the same result field by field). A zero UDP/IPv4 checksum stays
@@ -455,6 +467,13 @@ impl Pipeline {
     ) -> Result<Option<NatAction>, DropReason> {
         let (dnat, node_port, service) = match plan {
             Plan::Related => return Ok(None),
+            // An untranslated connection other than TCP is cached as a plain flow whose tag
+            // keeps the connection alive (no state to follow on the hit path; see
+            // `acl_track`).
+            Plan::Tracked(action) if m.key.protocol != 6 && is_identity(&m.key, &action) => {
+                self.tag_connection(action.conn);
+                return Ok(None);
+            }
             Plan::Tracked(action) => {
                 rewrite_nat(frame, m, &action)?;
                 return Ok(Some(action));

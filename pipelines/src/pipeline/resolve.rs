@@ -150,15 +150,7 @@ impl Pipeline {
                 action.dst_mac = entry.mac;
                 rewrite(packet.frame_mut(), m, &action);
                 if !m.no_cache {
-                    self.flow.insert_nat(
-                        m.key,
-                        m.hash,
-                        action,
-                        nat,
-                        tables.generation(),
-                        self.now_ms,
-                        packet.len as u32,
-                    );
+                    self.cache_flow(m, action, nat, tables.generation(), packet.len as u32);
                 }
                 Verdict::Transmit(out_port.id)
             }

@@ -592,13 +592,11 @@ impl Pipeline {
             };
             // The flow's bytes are its inner bytes, as for a routed flow.
             if !m.no_cache {
-                self.flow.insert_nat(
-                    m.key,
-                    m.hash,
+                self.cache_flow(
+                    m,
                     action,
                     nat,
                     tables.generation(),
-                    self.now_ms,
                     (packet.len - OUTER_LEN) as u32,
                 );
             }

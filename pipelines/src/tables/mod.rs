@@ -553,6 +553,25 @@ pub enum TableOp {
         /// Direction.
         direction: AclDirection,
     },
+    /// Attaches a rule set to one direction of a VRF, or replaces it: `In` sees every packet
+    /// entering the VRF (received on one of its ports or decapsulated into it), `Out` every
+    /// packet leaving through one of its ports (tunnels included). It applies on top of the
+    /// port sets: every attached set on the way must allow a connection.
+    SetVrfAcl {
+        /// VRF.
+        vrf: VrfId,
+        /// Direction.
+        direction: AclDirection,
+        /// Rules.
+        rules: Vec<crate::acl::AclRule>,
+    },
+    /// Detaches the rule set of one direction of a VRF.
+    DelVrfAcl {
+        /// VRF.
+        vrf: VrfId,
+        /// Direction.
+        direction: AclDirection,
+    },
     /// Records a neighbor learned from ARP/ND at time `now_ns`. Never overrides a static one;
     /// refreshing with the same MAC does not change forwarding (no generation bump).
     LearnNeighbor {
@@ -762,8 +781,8 @@ pub enum TableError {
     #[error("{0}")]
     Acl(#[from] crate::acl::AclError),
     /// No ACL attached there.
-    #[error("no ACL on port {0} {1:?}")]
-    NoSuchAcl(PortId, AclDirection),
+    #[error("no ACL on {0} {1:?}")]
+    NoSuchAcl(AclTarget, AclDirection),
     /// Neighbor absent.
     #[error("no neighbor {ip} on port {port}")]
     NoSuchNeighbor {
@@ -805,8 +824,8 @@ enum Mutation {
     RemoveNeighbor(PortId, IpAddr),
     /// Set (Some) or remove (None) an SNAT rule.
     SetSnat(SnatKey, Option<Box<SnatRule>>),
-    /// Set (Some) or remove (None) the ACL of a port direction.
-    SetAcl((PortId, AclDirection), Option<Box<AclPolicy>>),
+    /// Set (Some) or remove (None) the ACL of a port's or VRF's direction.
+    SetAcl((AclTarget, AclDirection), Option<Box<AclPolicy>>),
     /// Set (Some) or remove (None) a Service.
     SetService(ServiceKey, Option<Box<Service>>),
 }
@@ -831,8 +850,27 @@ pub struct Tables {
     /// The Maglev table of every Service with backends, built when the Service is set (on the
     /// control thread), shared by the generations that have the same Service.
     balancers: BTreeMap<ServiceKey, std::sync::Arc<crate::maglev::Maglev>>,
-    /// ACLs by port and direction, compiled.
-    acls: BTreeMap<(PortId, AclDirection), AclPolicy>,
+    /// ACLs by port or VRF and direction, compiled.
+    acls: BTreeMap<(AclTarget, AclDirection), AclPolicy>,
+}
+
+/// What an ACL is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclTarget {
+    /// A port.
+    Port(PortId),
+    /// A VRF (every port in it, and its tunnels).
+    Vrf(VrfId),
+}
+
+impl std::fmt::Display for AclTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AclTarget::Port(port) => write!(f, "port {}", port.0),
+            AclTarget::Vrf(vrf) => write!(f, "vrf {}", vrf.0),
+        }
+    }
 }
 
 /// Which packets of a port an ACL sees, from the router's side: `In`, those received on the
@@ -976,11 +1014,16 @@ impl Tables {
 
     /// The ACL attached to one direction of a port.
     pub fn acl(&self, port: PortId, direction: AclDirection) -> Option<&AclPolicy> {
-        self.acls.get(&(port, direction))
+        self.acls.get(&(AclTarget::Port(port), direction))
     }
 
-    /// Every attached ACL, by port and direction.
-    pub fn acls(&self) -> impl Iterator<Item = (&(PortId, AclDirection), &AclPolicy)> + '_ {
+    /// The ACL attached to one direction of a VRF.
+    pub fn vrf_acl(&self, vrf: VrfId, direction: AclDirection) -> Option<&AclPolicy> {
+        self.acls.get(&(AclTarget::Vrf(vrf), direction))
+    }
+
+    /// Every attached ACL, by target and direction.
+    pub fn acls(&self) -> impl Iterator<Item = (&(AclTarget, AclDirection), &AclPolicy)> + '_ {
         self.acls.iter()
     }
 
@@ -1057,6 +1100,38 @@ impl Tables {
     }
 
     /// Applies one op, recording inverses; returns whether forwarding changed.
+    fn set_acl(
+        &mut self,
+        target: AclTarget,
+        direction: AclDirection,
+        rules: &[crate::acl::AclRule],
+        undo: &mut Vec<Mutation>,
+    ) -> Result<bool, TableError> {
+        let classifier = crate::acl::Classifier::build(rules)?;
+        let policy = AclPolicy {
+            rules: rules.to_vec(),
+            classifier: std::sync::Arc::new(classifier),
+        };
+        self.record(
+            Mutation::SetAcl((target, direction), Some(Box::new(policy))),
+            undo,
+        );
+        Ok(true)
+    }
+
+    fn del_acl(
+        &mut self,
+        target: AclTarget,
+        direction: AclDirection,
+        undo: &mut Vec<Mutation>,
+    ) -> Result<bool, TableError> {
+        if !self.acls.contains_key(&(target, direction)) {
+            return Err(TableError::NoSuchAcl(target, direction));
+        }
+        self.record(Mutation::SetAcl((target, direction), None), undo);
+        Ok(true)
+    }
+
     fn apply_op(&mut self, op: &TableOp, undo: &mut Vec<Mutation>) -> Result<bool, TableError> {
         match op {
             TableOp::AddVrf { vrf } => {
@@ -1085,6 +1160,12 @@ impl Tables {
                     .collect();
                 for key in services {
                     self.record(Mutation::SetService(key, None), undo);
+                }
+                for direction in [AclDirection::In, AclDirection::Out] {
+                    let key = (AclTarget::Vrf(*vrf), direction);
+                    if self.acls.contains_key(&key) {
+                        self.record(Mutation::SetAcl(key, None), undo);
+                    }
                 }
                 self.record(Mutation::RemoveVrf(*vrf), undo);
                 Ok(true)
@@ -1184,8 +1265,9 @@ impl Tables {
                     self.record(Mutation::SetSnat(key, None), undo);
                 }
                 for direction in [AclDirection::In, AclDirection::Out] {
-                    if self.acls.contains_key(&(*id, direction)) {
-                        self.record(Mutation::SetAcl((*id, direction), None), undo);
+                    let key = (AclTarget::Port(*id), direction);
+                    if self.acls.contains_key(&key) {
+                        self.record(Mutation::SetAcl(key, None), undo);
                     }
                 }
                 self.record(Mutation::RemovePort(*id), undo);
@@ -1303,23 +1385,21 @@ impl Tables {
                 rules,
             } => {
                 self.port(*port).ok_or(TableError::UnknownPort(*port))?;
-                let classifier = crate::acl::Classifier::build(rules)?;
-                let policy = AclPolicy {
-                    rules: rules.clone(),
-                    classifier: std::sync::Arc::new(classifier),
-                };
-                self.record(
-                    Mutation::SetAcl((*port, *direction), Some(Box::new(policy))),
-                    undo,
-                );
-                Ok(true)
+                self.set_acl(AclTarget::Port(*port), *direction, rules, undo)
+            }
+            TableOp::SetVrfAcl {
+                vrf,
+                direction,
+                rules,
+            } => {
+                self.vrf(*vrf).ok_or(TableError::UnknownVrf(*vrf))?;
+                self.set_acl(AclTarget::Vrf(*vrf), *direction, rules, undo)
             }
             TableOp::DelAcl { port, direction } => {
-                if !self.acls.contains_key(&(*port, *direction)) {
-                    return Err(TableError::NoSuchAcl(*port, *direction));
-                }
-                self.record(Mutation::SetAcl((*port, *direction), None), undo);
-                Ok(true)
+                self.del_acl(AclTarget::Port(*port), *direction, undo)
+            }
+            TableOp::DelVrfAcl { vrf, direction } => {
+                self.del_acl(AclTarget::Vrf(*vrf), *direction, undo)
             }
             TableOp::DelSnat { key } => {
                 if !self.snat.contains_key(key) {
