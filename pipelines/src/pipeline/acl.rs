@@ -1,11 +1,12 @@
-//! ACLs in the slow path (issue 6, second stage): the rule sets attached to the ingress port
-//! (`In`) and the egress port (`Out`) of a routed packet decide whether its connection may
-//! open.
+//! ACLs in the slow path: the rule sets on a routed packet's way decide whether its
+//! connection may open. Up to four sets apply, all of which must allow: the ingress port's
+//! `In` set, the `In` set of the VRF the packet is routed in, the egress port's (or
+//! tunnel's) `Out` set and the `Out` set of that port's VRF.
 //!
 //! - A packet is classified with its source as sent and its destination as it will be
 //!   delivered (after a Service's DNAT, before masquerade), as Kubernetes policies see pod
-//!   addresses. Both attached sets must allow it; a set attached to a port denies what none
-//!   of its rules allows (Kubernetes semantics). Ports without sets are not filtered.
+//!   addresses. A set denies what none of its rules allows (Kubernetes semantics); ports
+//!   and VRFs without sets are not filtered.
 //! - Stateful: once any set is attached on the node, every new connection is tracked (with
 //!   its NAT, or as an identity connection), filtered or not, and its replies pass without a
 //!   reverse rule, whatever set they cross; so do ICMP errors about it.
@@ -19,14 +20,21 @@
 //!   them (so a port-based allow lets no later fragment through: `acl-deny`).
 //! - Packets to the router's own addresses are not filtered.
 //!
-//! - Every decision is counted per rule (`Counters::acl_hits`): every denied packet and the
-//!   first packet of each allowed connection (later ones are flow-cache hits). Denied packets
-//!   are sampled to [`super::Event::AclDenied`] (10 a second per worker, bursts of 20) for the
-//!   log, with the rule that decided.
+//! Counting: every set that classifies a packet counts it on the rule that matched
+//! (`Counters::acl_hits`): denied packets, and every packet of the original direction of
+//! allowed connections. The flow cache serves most of the latter without classification;
+//! their flow entries carry a tag naming the decision ([`crate::flow::FlowTag`], kept off
+//! the hit path), and [`Pipeline::account_flows`] folds the packets they served into the
+//! rules once a second (and when an entry is replaced or the cache emptied). Replies are
+//! not counted on any rule. Denied packets are sampled to [`super::Event::AclDenied`] (10
+//! a second per worker, bursts of 20) for the log, with the rule that decided.
 //!
-//! Limitation: identity connections are refreshed on the slow path only (a cached flow does
-//! not touch its connection), so an idle-on-the-slow-path UDP connection can expire under a
-//! long-lived cached flow, after which its reply is classified on its own.
+//! Connection lifetime: an identity TCP connection's flows are cached with an
+//! untranslating NAT action, so hits run its state machine and a closed connection times
+//! out like a translated one. Identity connections of other protocols are cached as plain
+//! flows whose tags keep the connection alive: the once-a-second pass refreshes every
+//! connection whose flows served packets, so a long cached UDP stream outlives the UDP
+//! timeout and its replies still pass after a table change sends them to the slow path.
 
 use super::nat::Plan;
 use super::{Meta, Output, Packet, Pipeline};
@@ -235,15 +243,18 @@ impl Pipeline {
         if self.flow.tagged() == 0 {
             return;
         }
-        let mut served = Vec::new();
+        // A scratch vector kept between passes: no allocation once it has grown.
+        let mut served = std::mem::take(&mut self.tag_scratch);
+        served.clear();
         let now = self.now_ms;
         self.flow.tags(generation, now, |flow| served.push(flow));
-        for flow in served {
+        for &flow in &served {
             self.count_decision(flow.tag.decision, flow.packets);
             if let (Some(conn), true) = (flow.tag.conn, flow.packets > 0) {
                 self.conntrack.refresh(conn, flow.last_used, now);
             }
         }
+        self.tag_scratch = served;
         if self.acl_decisions.len() > MAX_DECISIONS {
             let mut used = crate::hash::FastMap::default();
             let mut kept = Vec::new();

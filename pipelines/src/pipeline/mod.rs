@@ -328,6 +328,8 @@ pub struct Pipeline {
     flow_tag: Option<crate::flow::FlowTag>,
     /// When the tagged flows were last accounted ([`Pipeline::account_flows`]).
     last_account_ms: u32,
+    /// The accounting pass's list of tagged flows, kept to be reused.
+    tag_scratch: Vec<crate::flow::TaggedFlow>,
     /// Samples of denied packets reported as events.
     acl_log: TokenBucket,
     /// When the connection table was last swept.
@@ -355,6 +357,7 @@ impl Pipeline {
             acl_decision_index: FastMap::default(),
             flow_tag: None,
             last_account_ms: 0,
+            tag_scratch: Vec::new(),
             acl_log: TokenBucket::new(10, 20),
             last_sweep_ms: u32::MAX,
             config,
