@@ -896,6 +896,15 @@ fn nat_ops(ports: (u16, u16), affinity: Option<u32>) -> Vec<TableOp> {
         direction: pipelines::tables::AclDirection::In,
         rules: vec![],
     });
+    // A VRF set on top: SCTP (and nothing else) is refused anywhere in VRF 0.
+    ops.push(TableOp::SetVrfAcl {
+        vrf: pipelines::VrfId(0),
+        direction: pipelines::tables::AclDirection::In,
+        rules: vec![
+            rule(Some(132), None, AclAction::Deny),
+            rule(None, None, AclAction::Allow),
+        ],
+    });
     ops
 }
 
