@@ -32,7 +32,7 @@ use clap::Args;
 use vrouter::xsk::{BindMode, FramePool, Umem, UmemConfig, XdpDesc, XskConfig, XskSocket};
 
 use super::frame::{FrameSpec, Mac, Proto, Tag, Templates, VxlanSpec};
-use super::{check_duration, in_netns, interface_mac, monotonic_ns, process_cpu_seconds, progress};
+use super::{bind_socket, check_duration, in_netns, interface_mac, monotonic_ns, process_cpu_seconds, progress};
 
 /// Frames per TX batch at full speed.
 pub const BATCH: usize = 64;
@@ -40,6 +40,8 @@ pub const BATCH: usize = 64;
 pub const MAX_KICKS: usize = 16;
 const TX_RING: u32 = 2048;
 const UMEM_FRAMES: u32 = 4096;
+/// Longest frame on the TX ring with a 1500-byte MTU.
+const STANDARD_FRAME_LEN: usize = 1514;
 /// How long the generator waits for outstanding completions before exiting.
 const DRAIN: Duration = Duration::from_millis(200);
 
@@ -156,6 +158,9 @@ pub struct GenSummary {
     pub completed: u64,
     /// Bytes per frame on the TX ring (FCS not included).
     pub frame_len: usize,
+    /// Frames the kernel refused (`tx_invalid_descs`: e.g. longer than the interface's MTU
+    /// allows); they are counted in `sent` but never left the host.
+    pub tx_invalid: u64,
 }
 
 impl GenArgs {
@@ -220,11 +225,21 @@ pub fn run(args: &GenArgs) -> Result<(), String> {
             headroom: 0,
         })
         .map_err(|e| format!("UMEM: {e}"))?;
-        let sock = XskSocket::new(&umem, iface, queue, &config)
-            .map_err(|e| format!("AF_XDP socket on {iface} queue {queue}: {e}"))?;
+        let sock = bind_socket(&umem, iface, queue, &config)?;
         Ok((umem, sock, mac))
     })??;
     let templates = Templates::build(&args.frame_spec(src_mac)?).map_err(|e| e.to_string())?;
+    if templates.frame_len() > STANDARD_FRAME_LEN {
+        // The kernel does not tell: veth drops an oversized frame after the socket completed
+        // it. Only a warning: the link's MTU may be larger.
+        progress(&format!(
+            "gen: warning: frames of {} bytes (VXLAN headers included) exceed {STANDARD_FRAME_LEN}: \
+             they need an MTU of at least {} on {} and its peer, or they are dropped silently",
+            templates.frame_len(),
+            templates.frame_len() - 14,
+            args.iface
+        ));
+    }
 
     let mut gen = Generator {
         pool: FramePool::new(&umem),
@@ -241,6 +256,20 @@ pub fn run(args: &GenArgs) -> Result<(), String> {
     let elapsed = started.elapsed().as_secs_f64();
     let completed = gen.drain();
     result?;
+    let tx_invalid = gen
+        .sock
+        .statistics()
+        .map(|s| s.tx_invalid_descs)
+        .unwrap_or(0);
+    if tx_invalid > 0 {
+        progress(&format!(
+            "gen: warning: the kernel refused {tx_invalid} of {} frames (frames of {} bytes \
+             longer than the MTU of {} allows?)",
+            gen.sent,
+            gen.templates.frame_len(),
+            args.iface
+        ));
+    }
 
     let summary = GenSummary {
         role: "gen",
@@ -266,6 +295,7 @@ pub fn run(args: &GenArgs) -> Result<(), String> {
         cpu_s: process_cpu_seconds(),
         completed,
         frame_len: gen.templates.frame_len(),
+        tx_invalid,
     };
     print_summary(&summary, args.json)
 }

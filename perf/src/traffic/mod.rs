@@ -109,6 +109,33 @@ pub fn interface_mac(iface: &str) -> Result<Mac, String> {
     ))
 }
 
+/// Binds an AF_XDP socket, retrying for up to [`BIND_RETRY`] while the kernel answers `EBUSY`:
+/// the socket of a process that just exited stays bound to the queue for a moment (its release
+/// is deferred), which back-to-back runs hit.
+pub fn bind_socket(
+    umem: &vrouter::xsk::Umem,
+    iface: &str,
+    queue: u32,
+    config: &vrouter::xsk::XskConfig,
+) -> Result<vrouter::xsk::XskSocket, String> {
+    let deadline = std::time::Instant::now() + BIND_RETRY;
+    loop {
+        match vrouter::xsk::XskSocket::new(umem, iface, queue, config) {
+            Ok(sock) => return Ok(sock),
+            Err(vrouter::xsk::XskError::Sys { source, .. })
+                if source.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("AF_XDP socket on {iface} queue {queue}: {e}")),
+        }
+    }
+}
+
+/// How long [`bind_socket`] retries a busy queue.
+pub const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Checks `--duration`: positive, finite, at most [`MAX_DURATION_S`].
 pub fn check_duration(flag: &str, secs: f64) -> Result<std::time::Duration, String> {
     if !secs.is_finite() || secs <= 0.0 || secs > MAX_DURATION_S {

@@ -30,7 +30,7 @@ use vrouter::xdp::{XdpAttachment, XdpMode};
 use vrouter::xsk::{BindMode, FramePool, Umem, UmemConfig, XdpDesc, XskConfig, XskSocket};
 
 use super::stats::{LatencySummary, SinkStats};
-use super::{check_duration, in_netns, monotonic_ns, process_cpu_seconds, progress};
+use super::{bind_socket, check_duration, in_netns, monotonic_ns, process_cpu_seconds, progress};
 
 /// Frames per RX burst.
 pub const BATCH: usize = 64;
@@ -143,8 +143,7 @@ pub fn run(args: &SinkArgs) -> Result<(), String> {
             headroom: 0,
         })
         .map_err(|e| format!("UMEM: {e}"))?;
-        let sock = XskSocket::new(&umem, iface, queue, &config)
-            .map_err(|e| format!("AF_XDP socket on {iface} queue {queue}: {e}"))?;
+        let sock = bind_socket(&umem, iface, queue, &config)?;
         Ok((umem, sock, xdp))
     })??;
     let mut pool = FramePool::new(&umem);
