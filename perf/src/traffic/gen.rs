@@ -32,7 +32,10 @@ use clap::Args;
 use vrouter::xsk::{BindMode, FramePool, Umem, UmemConfig, XdpDesc, XskConfig, XskSocket};
 
 use super::frame::{FrameSpec, Mac, Proto, Tag, Templates, VxlanSpec};
-use super::{bind_socket, check_duration, in_netns, interface_mac, monotonic_ns, process_cpu_seconds, progress};
+use super::{
+    bind_socket, check_duration, in_netns, interface_mac, monotonic_ns, process_cpu_seconds,
+    progress,
+};
 
 /// Frames per TX batch at full speed.
 pub const BATCH: usize = 64;
