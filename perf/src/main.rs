@@ -54,8 +54,8 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Pipeline(args) => pipeline::run(&args),
-        Command::Gen(args) => traffic::gen::run(&args).map_err(Into::into),
-        Command::Sink(args) => traffic::sink::run(&args).map_err(Into::into),
+        Command::Gen(args) => traffic::gen::run(&args),
+        Command::Sink(args) => traffic::sink::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -221,7 +221,7 @@ pub enum FrameError {
     #[error("--vxlan {0}: a VNI has 24 bits (at most 16777215)")]
     VniOutOfRange(u32),
     /// Too many template bytes.
-    #[error("{flows} flows of {len} bytes need {} MiB of templates, more than the {} MiB limit: use fewer flows or smaller frames", flows * len >> 20, MAX_TEMPLATE_BYTES >> 20)]
+    #[error("{flows} flows of {len} bytes need {} MiB of templates, more than the {} MiB limit: use fewer flows or smaller frames", (flows * len) >> 20, MAX_TEMPLATE_BYTES >> 20)]
     TooManyFlows {
         /// Flows.
         flows: usize,

@@ -307,7 +307,7 @@ fn receive(
             std::hint::spin_loop();
             polls = polls.wrapping_add(1);
             // Clock and flags every 64 empty polls: cheap, and still sub-millisecond.
-            if polls % 64 != 0 {
+            if !polls.is_multiple_of(64) {
                 continue;
             }
         }
