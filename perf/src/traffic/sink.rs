@@ -34,9 +34,11 @@ use super::{bind_socket, check_duration, in_netns, monotonic_ns, process_cpu_sec
 
 /// Frames per RX burst.
 pub const BATCH: usize = 64;
-const UMEM_FRAMES: u32 = 8192;
-const FILL_RING: u32 = 4096;
-const RX_RING: u32 = 2048;
+/// Rings sized for a sink that loses its CPU for a few milliseconds at ~1 Mpps (the CPU is
+/// shared on small test machines): 8192 RX entries are 8 ms at 1 Mpps.
+const UMEM_FRAMES: u32 = 16384;
+const FILL_RING: u32 = 8192;
+const RX_RING: u32 = 8192;
 
 /// `vrouter-perf sink` flags.
 #[derive(Debug, Clone, Args)]
