@@ -282,3 +282,100 @@ fn too_small_frames_are_rejected_with_the_minimum() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--size 84"), "{stderr}");
 }
+
+/// SIGTERM stops both with a complete summary; the sink's XDP program leaves with it.
+#[test]
+fn sigterm_stops_both_with_a_summary_and_no_xdp_program_stays() {
+    if !require_root("sigterm_stops_both_with_a_summary_and_no_xdp_program_stays") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let p = pair();
+    let bin = binary_path("vrouter-perf").expect("vrouter-perf built");
+    let bin = bin.to_str().unwrap();
+    let ready = p.lab.dir().join("sink.ready");
+    let host = p.lab.host();
+    let sink = host
+        .spawn(
+            bin,
+            &[
+                "--cpu",
+                "1",
+                "sink",
+                "--netns",
+                p.b.name(),
+                "--iface",
+                "eth0",
+                "--duration",
+                "20",
+                "--json",
+                "--quiet",
+                "--ready-file",
+                ready.to_str().unwrap(),
+            ],
+        )
+        .expect("sink starts");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            ready.exists() || !sink.is_running()
+        }) && sink.is_running(),
+        "sink not ready: {}",
+        sink.stderr()
+    );
+    let xdp_attached = || {
+        p.b.ip(&["link", "show", "dev", "eth0"])
+            .expect("ip link")
+            .contains("xdp")
+    };
+    assert!(xdp_attached(), "the sink attached its XDP program");
+    let gen = host
+        .spawn(
+            bin,
+            &[
+                "--cpu",
+                "0",
+                "gen",
+                "--netns",
+                p.a.name(),
+                "--iface",
+                "eth0",
+                "--dst-mac",
+                &p.b_mac,
+                "--src",
+                "10.77.0.1",
+                "--dst",
+                "10.77.0.2",
+                "--duration",
+                "30",
+                "--rate",
+                "10000",
+                "--json",
+                "--quiet",
+            ],
+        )
+        .expect("gen starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = gen.stop().expect("gen exited");
+    assert!(
+        status.success(),
+        "gen on SIGTERM: {status:?} {}",
+        gen.stderr()
+    );
+    let g: serde_json::Value = serde_json::from_str(gen.stdout().trim()).expect("gen JSON");
+    let sent = u(&g, "sent");
+    assert!((5_000..=20_000).contains(&sent), "gen: {g}");
+    assert_eq!(
+        u(&g, "completed"),
+        sent,
+        "every frame completed before exit: {g}"
+    );
+    // The sink stops by itself one second after the last frame (--idle-stop 1).
+    let status = sink
+        .wait_timeout(Duration::from_secs(10))
+        .expect("sink stops");
+    assert!(status.success(), "{}", sink.stderr());
+    let s: serde_json::Value = serde_json::from_str(sink.stdout().trim()).expect("sink JSON");
+    assert_eq!(u(&s, "received"), sent, "sink: {s}\ngen: {g}");
+    assert_eq!(u(&s, "lost"), 0, "sink: {s}");
+    assert!(!xdp_attached(), "the XDP program left with the sink");
+}
