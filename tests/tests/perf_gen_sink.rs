@@ -177,10 +177,11 @@ fn ipv4_udp_max_rate_is_counted_consistently() {
     assert_eq!(u(&sink, "duplicates"), 0, "sink: {sink}");
     assert_eq!(u(&sink, "reordered"), 0, "sink: {sink}");
     eprintln!(
-        "max rate over veth: gen {:.0} pps, sink {:.0} pps, lost {}",
+        "max rate over veth: gen {:.0} pps, sink {:.0} pps, lost {} (socket drops {})",
         gen["pps"].as_f64().unwrap(),
         sink["pps"].as_f64().unwrap(),
-        u(&sink, "lost")
+        u(&sink, "lost"),
+        u(&sink, "xsk_rx_dropped")
     );
 }
 
