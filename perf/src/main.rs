@@ -4,12 +4,17 @@
 //! - `pipeline`: the in-memory dataplane (`pipelines` crate) on prebuilt frames: route lookup,
 //!   table memory, the slow path and the flow-cache hit path (see [`pipeline`]).
 //!
-//! Later subcommands (`gen`, `sink`, `compare`, `report`) drive traffic over AF_XDP and compare
-//! with the kernel datapath; they hang off the same [`Command`] enum.
+//! - `gen`: a tagged-packet generator over AF_XDP (see [`traffic`] and [`traffic::gen`]);
+//! - `sink`: receives the generator's frames over AF_XDP and reports loss, duplicates,
+//!   reordering and one-way latency ([`traffic::sink`]).
+//!
+//! Later subcommands (`compare`, `report`) compare with the kernel datapath; they hang off the
+//! same [`Command`] enum.
 
 mod alloc;
 mod os;
 mod pipeline;
+mod traffic;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +38,10 @@ struct Cli {
 enum Command {
     /// In-memory pipeline benchmarks: ns/packet, Mpps on one core, table and flow-cache memory.
     Pipeline(pipeline::PipelineArgs),
+    /// Tagged-packet generator over AF_XDP (sequence numbers and TX timestamps in every frame).
+    Gen(traffic::gen::GenArgs),
+    /// Receives tagged frames over AF_XDP: loss, duplicates, reordering, one-way latency.
+    Sink(traffic::sink::SinkArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +54,8 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Pipeline(args) => pipeline::run(&args),
+        Command::Gen(args) => traffic::gen::run(&args),
+        Command::Sink(args) => traffic::sink::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
