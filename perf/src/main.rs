@@ -8,12 +8,15 @@
 //! - `sink`: receives the generator's frames over AF_XDP and reports loss, duplicates,
 //!   reordering and one-way latency ([`traffic::sink`]).
 //!
-//! Later subcommands (`compare`, `report`) compare with the kernel datapath; they hang off the
-//! same [`Command`] enum.
+//! - `compare`: our dataplane against the kernel's doing the same job (routing, NAT, VXLAN,
+//!   ACLs) on the same namespace topology, measured with `gen` and `sink` ([`compare`]);
+//! - `report`: the BENCHMARKS.md tables of saved `compare` results ([`report`]).
 
 mod alloc;
+mod compare;
 mod os;
 mod pipeline;
+mod report;
 mod traffic;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +45,12 @@ enum Command {
     Gen(traffic::gen::GenArgs),
     /// Receives tagged frames over AF_XDP: loss, duplicates, reordering, one-way latency.
     Sink(traffic::sink::SinkArgs),
+    /// Our vrouter against the kernel on the same topology, same run: delivered pps, loss,
+    /// latency, CPU per packet, zero-loss rate.
+    Compare(compare::CompareArgs),
+    /// Tables (markdown) of saved `compare` results; `--update BENCHMARKS.md` rewrites its
+    /// generated region.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +65,10 @@ fn main() -> ExitCode {
         Command::Pipeline(args) => pipeline::run(&args),
         Command::Gen(args) => traffic::gen::run(&args),
         Command::Sink(args) => traffic::sink::run(&args),
+        Command::Compare(args) => traffic::stop_on_signals()
+            .map_err(|e| format!("signals: {e}"))
+            .and_then(|stop| compare::run(&args, stop)),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

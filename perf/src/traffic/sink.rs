@@ -70,6 +70,20 @@ pub struct SinkArgs {
     /// Create this file once the socket is ready to receive.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<std::path::PathBuf>,
+    /// With an empty RX ring: spin (`busy`, for a CPU of its own), or sleep in poll(2) until
+    /// frames arrive (`poll`: the sink then costs CPU in proportion to the traffic, and can
+    /// share a CPU with the generator).
+    #[arg(long, value_enum, default_value_t = Wait::Busy)]
+    pub wait: Wait,
+}
+
+/// How the sink waits for frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wait {
+    /// Spin on the RX ring.
+    Busy,
+    /// Sleep in poll(2) (at most 1 ms at a time) while the ring is empty.
+    Poll,
 }
 
 /// The sink's summary (the JSON object of `--json`).
@@ -169,6 +183,7 @@ pub fn run(args: &SinkArgs) -> Result<(), String> {
         &mut sock,
         &mut stats,
         Limits {
+            wait: args.wait,
             duration,
             idle_stop,
             expect: args.expect,
@@ -258,6 +273,7 @@ pub fn run(args: &SinkArgs) -> Result<(), String> {
 }
 
 struct Limits {
+    wait: Wait,
     duration: Duration,
     idle_stop: Duration,
     expect: Option<u64>,
@@ -304,6 +320,12 @@ fn receive(
             {
                 return;
             }
+        } else if limits.wait == Wait::Poll {
+            let mut fds = [nix::poll::PollFd::new(
+                sock.fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1u16));
         } else {
             let _ = sock.wake_rx();
             std::hint::spin_loop();
