@@ -30,8 +30,7 @@ pub struct ReportArgs {
 pub fn run(args: &ReportArgs) -> Result<(), String> {
     let mut tables = String::new();
     for path in &args.files {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let results: Results =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         tables.push_str(&format!(

@@ -52,7 +52,10 @@ impl Lab {
         self.ip(&ns, &["link", "set", "lo", "up"])?;
         // No IPv6 autoconfiguration noise (router solicitations, DAD) on the test links.
         let _ = self.exec(&ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        let _ = self.exec(&ns, &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        let _ = self.exec(
+            &ns,
+            &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+        );
         Ok(ns)
     }
 
@@ -270,6 +273,10 @@ fn first_lines(text: &str, n: usize) -> String {
     if lines.len() <= n {
         lines.join("\n")
     } else {
-        format!("{}\n... ({} more lines)", lines[..n].join("\n"), lines.len() - n)
+        format!(
+            "{}\n... ({} more lines)",
+            lines[..n].join("\n"),
+            lines.len() - n
+        )
     }
 }

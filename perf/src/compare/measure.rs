@@ -236,7 +236,9 @@ pub fn trial(
         if started.elapsed() > Duration::from_secs(10) || sink.exited() {
             return Err(format!(
                 "the sink did not start: {}",
-                std::fs::read_to_string(&sink_log).unwrap_or_default().trim()
+                std::fs::read_to_string(&sink_log)
+                    .unwrap_or_default()
+                    .trim()
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -272,7 +274,9 @@ pub fn trial(
         .map_err(|e| {
             format!(
                 "the sink's summary: {e}: {}",
-                std::fs::read_to_string(&sink_log).unwrap_or_default().trim()
+                std::fs::read_to_string(&sink_log)
+                    .unwrap_or_default()
+                    .trim()
             )
         })?;
     let u = |v: &Value, key: &str| v[key].as_u64().unwrap_or(0);
@@ -353,7 +357,14 @@ pub fn zero_loss(
     // RFC 2544 starts at the top: a DUT that keeps up at full rate needs one trial.
     let mut rate = ceiling.max(1000.0);
     for _ in 0..steps {
-        let t = trial(lab, setup, topology, load, rate as u64, Bound::Duration(seconds))?;
+        let t = trial(
+            lab,
+            setup,
+            topology,
+            load,
+            rate as u64,
+            Bound::Duration(seconds),
+        )?;
         let pass = t.loss_pct <= tolerance;
         progress(&format!(
             "    search {:>9.0} pps: loss {:.4}% {}",
@@ -431,7 +442,10 @@ pub fn trafgen(
     topology.set_rps(lab, None)?;
     let tx = "/sys/class/net/g0/statistics/tx_packets";
     let rx = "/sys/class/net/s0/statistics/rx_packets";
-    let (tx0, rx0) = (counter(&topology.gen_ns, tx)?, counter(&topology.sink_ns, rx)?);
+    let (tx0, rx0) = (
+        counter(&topology.gen_ns, tx)?,
+        counter(&topology.sink_ns, rx)?,
+    );
     let started = Instant::now();
     // trafgen's worker is a child of its own: the run gets a process group of its own, and
     // the whole group is interrupted after `seconds` (and killed if it lingers).
@@ -474,7 +488,10 @@ pub fn trafgen(
         .unwrap_or_default();
     let elapsed = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
-    let (tx1, rx1) = (counter(&topology.gen_ns, tx)?, counter(&topology.sink_ns, rx)?);
+    let (tx1, rx1) = (
+        counter(&topology.gen_ns, tx)?,
+        counter(&topology.sink_ns, rx)?,
+    );
     if tx1 == tx0 {
         return Err(format!("trafgen sent nothing: {}", stderr.trim()));
     }
@@ -540,8 +557,15 @@ pub fn vrouter_on(lab: &mut Lab, setup: &Setup, topology: &Topology) -> Result<(
             "warn",
         ],
     )?;
-    wait_for(&csock, Duration::from_secs(10), || lab.running("vrouter-control"))
-        .map_err(|e| format!("vrouter-control: {e}: {}", lab.log("vrouter-control").trim()))
+    wait_for(&csock, Duration::from_secs(10), || {
+        lab.running("vrouter-control")
+    })
+    .map_err(|e| {
+        format!(
+            "vrouter-control: {e}: {}",
+            lab.log("vrouter-control").trim()
+        )
+    })
 }
 
 /// Stops our dataplane (its XDP programs go with it).

@@ -263,7 +263,8 @@ pub fn run(args: &CompareArgs, stop: Arc<AtomicBool>) -> Result<()> {
     }
     let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     if let Some(path) = &args.out {
-        std::fs::write(path, format!("{json}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("results saved to {}", path.display());
     }
     if args.json {
@@ -274,7 +275,11 @@ pub fn run(args: &CompareArgs, stop: Arc<AtomicBool>) -> Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} scenario(s) failed: {}", failed.len(), failed.join("; ")))
+        Err(format!(
+            "{} scenario(s) failed: {}",
+            failed.len(),
+            failed.join("; ")
+        ))
     }
 }
 
@@ -438,8 +443,7 @@ fn with_dut(
         Dataplane::Kernel => topology.kernel_on(lab, setup.dut_cpu)?,
         Dataplane::Vrouter => measure::vrouter_on(lab, setup, topology)?,
     }
-    let outcome =
-        measure::warm_up(lab, setup, topology, warm).and_then(|()| body(lab));
+    let outcome = measure::warm_up(lab, setup, topology, warm).and_then(|()| body(lab));
     match dataplane {
         Dataplane::Kernel => topology.kernel_off(lab)?,
         Dataplane::Vrouter => measure::vrouter_off(lab, topology)?,
@@ -597,7 +601,11 @@ pub fn render_markdown(results: &Results) -> String {
                 .map_or(0, |t| t.rate_target);
             let pair = |f: fn(&Latency) -> u64| match (kl, vl) {
                 (Some(k), Some(v)) => {
-                    format!("{:.1} / {:.1}", f(&k) as f64 / 1000.0, f(&v) as f64 / 1000.0)
+                    format!(
+                        "{:.1} / {:.1}",
+                        f(&k) as f64 / 1000.0,
+                        f(&v) as f64 / 1000.0
+                    )
                 }
                 _ => "-".into(),
             };

@@ -36,7 +36,9 @@ const REMOTE_VXLAN_MAC: &str = "0e:00:00:00:64:02";
 const POLICY_RULES: usize = 10_000;
 
 /// A comparison scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// Plain IPv4 forwarding (kernel: ip_forward).
@@ -455,8 +457,13 @@ mod tests {
         let nft = policy_nft("d1", "oifname", "10.0.1.2", None);
         assert_eq!(toml.matches("[[acl.rule]]").count(), POLICY_RULES + 1);
         assert_eq!(nft.matches(" dport ").count(), POLICY_RULES + 1);
-        let ours = toml.find("src = \"10.0.1.2/32\"").expect("the test source's rule");
-        assert!(ours > toml.len() / 3 && ours < 2 * toml.len() / 3, "in the middle");
+        let ours = toml
+            .find("src = \"10.0.1.2/32\"")
+            .expect("the test source's rule");
+        assert!(
+            ours > toml.len() / 3 && ours < 2 * toml.len() / 3,
+            "in the middle"
+        );
         assert!(nft.contains("ip saddr 10.0.1.2 udp dport 9 accept"));
     }
 
@@ -474,7 +481,10 @@ mod tests {
             let t = topology(scenario);
             let config = t.vrouter_config();
             assert!(config.contains("name = \"d0\"") && config.contains("name = \"d1\""));
-            assert!(config.contains("02:00:00:00:00:0b"), "the sink's static neighbor");
+            assert!(
+                config.contains("02:00:00:00:00:0b"),
+                "the sink's static neighbor"
+            );
             let gen = t.gen_args().join(" ");
             assert!(gen.contains("--dst-mac 02:00:00:00:00:0a"), "{gen}");
             assert_eq!(
