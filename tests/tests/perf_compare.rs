@@ -139,3 +139,31 @@ fn compare_measures_the_kernel_and_us_and_report_renders_the_tables() {
     assert_eq!(std::fs::read_to_string(&doc).unwrap(), "no region\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_busy_polling_vrouter_forwards_and_receives_in_its_own_thread() {
+    if !require_root("a_busy_polling_vrouter_forwards_and_receives_in_its_own_thread") {
+        return;
+    }
+    let bin = binary_path("vrouter-perf").expect("vrouter-perf built");
+    let output = Command::new(&bin)
+        .args([
+            "compare", "fwd", "--sizes", "64", "--flows", "1", "--rounds", "1",
+        ])
+        .args(["--duration", "1", "--busy-poll", "50", "--json"])
+        .output()
+        .expect("compare runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let t = &json["points"][0]["vrouter"]["trials"][0];
+    let delivered = t["delivered"].as_u64().unwrap();
+    assert!(
+        delivered as f64 >= 0.5 * t["sent"].as_u64().unwrap() as f64,
+        "{t}"
+    );
+    // The worker drove its queue: its RX bursts are full-size batches under load, not the
+    // few frames the sender's softirq hands over between two of our polls.
+    let batch = t["vrouter"]["batch"].as_f64().unwrap();
+    assert!(batch > 16.0, "frames per batch {batch}: {t}");
+}

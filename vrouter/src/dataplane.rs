@@ -55,6 +55,8 @@ pub struct DataplaneConfig {
     pub pipeline: PipelineConfig,
     /// Learned neighbors not confirmed for this long are removed.
     pub neighbor_timeout: Duration,
+    /// Busy polling of the ports' queues, microseconds per poll (`None`: off).
+    pub busy_poll: Option<u32>,
 }
 
 struct PortRuntime {
@@ -97,6 +99,7 @@ impl Dataplane {
                 cpu: config.cores.get(index).copied(),
                 idle: config.idle,
                 frames: config.frames,
+                busy_poll: config.busy_poll,
                 xsk: XskConfig::default(),
                 pipeline: PipelineConfig {
                     hash_seed: config.pipeline.hash_seed ^ index as u64,
@@ -353,6 +356,9 @@ impl Dataplane {
             .ok_or_else(|| "too many ports".to_string())?;
         let mut xdp = XdpAttachment::attach(name, self.config.xdp_mode)
             .map_err(|e| format!("port {name}: cannot attach XDP program: {e}"))?;
+        if self.config.busy_poll.is_some() {
+            defer_to_busy_poll(name);
+        }
         // Queue q belongs to worker q % workers.
         let mut fds = Vec::new();
         for (index, worker) in self.workers.iter().enumerate() {
@@ -936,6 +942,28 @@ impl Dataplane {
 }
 
 /// A port's addresses as the protocol writes them.
+/// Has the kernel keep a port's receive processing for our busy-polling worker: with
+/// `napi_defer_hard_irqs` and `gro_flush_timeout` non-zero, a poll that ends leaves the
+/// queue's NAPI context scheduled under a timer instead of handing it back to softirq context
+/// (where veth would run it on the sender's CPU). Values already set are kept; failures are
+/// logged (busy polling then still works, with the kernel also polling in softirq).
+fn defer_to_busy_poll(ifname: &str) {
+    for (knob, value) in [
+        ("napi_defer_hard_irqs", "2"),
+        ("gro_flush_timeout", "200000"),
+    ] {
+        let path = format!("/sys/class/net/{ifname}/{knob}");
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current.trim().parse::<u64>().is_ok_and(|v| v > 0) {
+            continue;
+        }
+        match std::fs::write(&path, value) {
+            Ok(()) => tracing::info!(port = ifname, knob, value, "set for busy polling"),
+            Err(e) => tracing::warn!(port = ifname, knob, "cannot set for busy polling: {e}"),
+        }
+    }
+}
+
 fn addresses(port: &Port) -> Vec<Cidr> {
     port.addresses
         .iter()

@@ -52,6 +52,13 @@ struct Args {
     /// Seconds before an unconfirmed learned neighbor is removed.
     #[arg(long, default_value_t = 300)]
     neighbor_timeout: u64,
+    /// Busy-poll the ports' receive queues for this many microseconds per poll (0: off). The
+    /// kernel's receive work for a port (its XDP program and, in copy mode, the copy into our
+    /// memory) then runs in the worker's thread on the worker's CPU instead of wherever the
+    /// kernel schedules it; the ports' `napi_defer_hard_irqs` and `gro_flush_timeout` are set
+    /// so the kernel leaves that work to the worker. For dedicated cores (`--idle busy`).
+    #[arg(long, default_value_t = 0, value_name = "USECS")]
+    busy_poll: u32,
     /// Log filter (error, warn, info, debug, trace or a tracing filter).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -159,6 +166,7 @@ fn run(args: Args) -> Result<(), String> {
             ..Default::default()
         },
         neighbor_timeout: Duration::from_secs(args.neighbor_timeout),
+        busy_poll: (args.busy_poll > 0).then_some(args.busy_poll),
     };
     let mut dataplane =
         Dataplane::start(config, stop.clone()).map_err(|e| format!("cannot start workers: {e}"))?;

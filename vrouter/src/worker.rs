@@ -60,6 +60,10 @@ pub struct WorkerConfig {
     pub idle: IdleMode,
     /// UMEM frames.
     pub frames: u32,
+    /// Busy polling of the sockets' queues, microseconds per poll (`None`: off): each loop
+    /// iteration drives every socket's receive processing in this thread
+    /// ([`XskSocket::busy_poll`]).
+    pub busy_poll: Option<u32>,
     /// Socket ring sizes and bind mode.
     pub xsk: XskConfig,
     /// Pipeline tunables.
@@ -276,6 +280,10 @@ impl Worker {
             }
             let mut work = 0;
             for index in 0..self.sockets.len() {
+                if self.config.busy_poll.is_some() {
+                    // Failures here only mean the kernel did no receive work this time.
+                    let _ = self.sockets[index].sock.busy_poll();
+                }
                 let received = self.sockets[index].sock.rx_burst(&mut descs);
                 if received > 0 {
                     self.process(index, &descs[..received]);
@@ -570,7 +578,17 @@ impl Worker {
                 bind_mode: BindMode::Auto,
                 ..self.config.xsk
             };
-            match XskSocket::new(&self.umem, ifname, queue, &config) {
+            let socket = XskSocket::new(&self.umem, ifname, queue, &config).and_then(|sock| {
+                if let Some(usecs) = self.config.busy_poll {
+                    sock.enable_busy_poll(usecs, BATCH as u16)
+                        .map_err(|source| crate::xsk::XskError::Sys {
+                            op: "busy poll socket options",
+                            source,
+                        })?;
+                }
+                Ok(sock)
+            });
+            match socket {
                 Ok(sock) => created.push((queue, sock)),
                 Err(e) => {
                     for (_, sock) in created {

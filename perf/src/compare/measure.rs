@@ -23,6 +23,8 @@ pub struct Setup {
     pub dut_cpu: usize,
     /// XDP mode of our ports.
     pub xdp_mode: XdpMode,
+    /// `vrouter --busy-poll` (µs; 0: off).
+    pub busy_poll: u32,
 }
 
 /// How our ports' XDP program is attached in a comparison.
@@ -534,6 +536,8 @@ pub fn vrouter_on(lab: &mut Lab, setup: &Setup, topology: &Topology) -> Result<(
                 XdpMode::Generic => "generic",
                 XdpMode::Native => "native",
             },
+            "--busy-poll",
+            &setup.busy_poll.to_string(),
             "--log-level",
             "warn",
         ],

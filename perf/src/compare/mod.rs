@@ -88,6 +88,10 @@ pub struct CompareArgs {
     /// kernel's does with RPS; native: in the generator's context).
     #[arg(long, value_enum, default_value_t = measure::XdpMode::Native)]
     pub xdp_mode: measure::XdpMode,
+    /// Our worker busy-polls its ports' queues (`vrouter --busy-poll USECS`; 0: off): the
+    /// kernel's receive work for them then runs on the DUT CPU, in the worker.
+    #[arg(long, default_value_t = 0, value_name = "USECS")]
+    pub busy_poll: u32,
     /// Directory of `vrouter` and `vrouter-control` (default: this binary's).
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
@@ -223,6 +227,7 @@ pub fn run(args: &CompareArgs, stop: Arc<AtomicBool>) -> Result<()> {
         gen_cpu: args.gen_cpu,
         dut_cpu: args.dut_cpu,
         xdp_mode: args.xdp_mode,
+        busy_poll: args.busy_poll,
     };
     let mut results = Results {
         tool: "vrouter-perf compare".into(),

@@ -468,6 +468,42 @@ impl XskSocket {
         }
     }
 
+    /// Turns on busy polling for this socket (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`
+    /// `usecs`, `SO_BUSY_POLL_BUDGET` `budget`): [`XskSocket::busy_poll`] then runs the
+    /// receive processing of the socket's queue (the driver's NAPI poll: XDP program,
+    /// redirect, and in copy mode the copy into the UMEM) in the calling thread, instead of
+    /// in softirq context wherever the kernel schedules it (on veth: the sender's CPU). The
+    /// device keeps its NAPI context for the busy poller when its `napi_defer_hard_irqs` and
+    /// `gro_flush_timeout` are non-zero. Needs Linux 5.11+ (and CAP_NET_ADMIN for a budget
+    /// above `net.core.busy_poll_budget`'s default).
+    pub fn enable_busy_poll(&self, usecs: u32, budget: u16) -> io::Result<()> {
+        // Linux's values (include/uapi/asm-generic/socket.h), not in every libc release.
+        const SO_BUSY_POLL: libc::c_int = 46;
+        const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+        const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+        let fd = self.fd.as_fd();
+        sys::set_socket_opt(fd, SO_PREFER_BUSY_POLL, 1)?;
+        sys::set_socket_opt(fd, SO_BUSY_POLL, usecs.min(i32::MAX as u32) as libc::c_int)?;
+        sys::set_socket_opt(fd, SO_BUSY_POLL_BUDGET, libc::c_int::from(budget))
+    }
+
+    /// One busy poll of the socket's queue (`recvfrom(MSG_DONTWAIT)`; see
+    /// [`XskSocket::enable_busy_poll`]). Errors that only say "nothing to do" are not errors.
+    pub fn busy_poll(&self) -> io::Result<()> {
+        match sys::wake(self.fd.as_fd()) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Takes up to `out.len()` addresses of transmitted frames (as they were in the TX
     /// descriptors, so possibly inside a frame: round down with [`Umem::frame_base`] or let
     /// [`FramePool::free`] do it).

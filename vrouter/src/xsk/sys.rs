@@ -47,11 +47,29 @@ pub(super) fn set_xdp_opt<T: SockOpt>(
     opt: libc::c_int,
     val: &T,
 ) -> io::Result<()> {
+    set_opt(fd, libc::SOL_XDP, opt, val)
+}
+
+/// `setsockopt(fd, SOL_SOCKET, opt, val)`.
+pub(super) fn set_socket_opt(
+    fd: BorrowedFd<'_>,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
+    set_opt(fd, libc::SOL_SOCKET, opt, &val)
+}
+
+fn set_opt<T: SockOpt>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: &T,
+) -> io::Result<()> {
     // SAFETY: `val` points to a live `T` of exactly the length passed; the kernel only reads it.
     cvt(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_XDP,
+            level,
             opt,
             ptr::from_ref(val).cast(),
             mem::size_of::<T>() as libc::socklen_t,
