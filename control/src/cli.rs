@@ -1949,8 +1949,13 @@ pub fn render_flows(flows: &[FlowEntry]) -> String {
 pub fn render_stats(stats: &StatsReport) -> String {
     let counters = &stats.counters;
     let mut text = format!(
-        "workers {}  generation {}  tx-dropped {}  wakeups {}\n\n",
-        stats.workers, stats.generation, stats.tx_dropped, stats.wakeups
+        "workers {}  generation {}  tx-dropped {}  wakeups {}  in-tx-kicks {:.3} s  in-rx-polls {:.3} s\n\n",
+        stats.workers,
+        stats.generation,
+        stats.tx_dropped,
+        stats.wakeups,
+        stats.tx_kick_nanos as f64 / 1e9,
+        stats.rx_poll_nanos as f64 / 1e9
     );
     let mut ports = Table::new(&[
         ("PORT", false),
@@ -3822,6 +3827,8 @@ VRF  PREFIX       KIND       VIA       DEV
             port_names: vec![(0, "veth-pod1".into()), (1, "veth-pod2".into())],
             tx_dropped: 0,
             wakeups: 3,
+            tx_kick_nanos: 5000,
+            rx_poll_nanos: 0,
         }
     }
 

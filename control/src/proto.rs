@@ -505,6 +505,12 @@ pub struct StatsReport {
     pub tx_dropped: u64,
     /// Wakeup syscalls made (TX kicks and RX wakeups).
     pub wakeups: u64,
+    /// Nanoseconds the workers spent in TX kicks (copy mode transmits inside them).
+    #[serde(default)]
+    pub tx_kick_nanos: u64,
+    /// Nanoseconds the workers spent in busy polls (`vrouter --busy-poll`).
+    #[serde(default)]
+    pub rx_poll_nanos: u64,
 }
 
 /// A flow for display.

@@ -814,6 +814,8 @@ impl Dataplane {
                 .collect(),
             tx_dropped: snapshots.iter().map(|s| s.tx_dropped).sum(),
             wakeups: snapshots.iter().map(|s| s.wakeups).sum(),
+            tx_kick_nanos: snapshots.iter().map(|s| s.tx_kick_nanos).sum(),
+            rx_poll_nanos: snapshots.iter().map(|s| s.rx_poll_nanos).sum(),
             counters,
         }
     }

@@ -145,6 +145,10 @@ pub struct WorkerSnapshot {
     pub tx_dropped: u64,
     /// Wakeup syscalls (TX kicks).
     pub wakeups: u64,
+    /// Nanoseconds spent in TX kicks (in copy mode the kernel transmits inside them).
+    pub tx_kick_nanos: u64,
+    /// Nanoseconds spent in busy polls (the kernel's receive work, with `--busy-poll`).
+    pub rx_poll_nanos: u64,
     /// Packets held for neighbor resolution.
     pub held: usize,
     /// Frames free in the pool.
@@ -214,6 +218,8 @@ pub fn spawn(
                 stop,
                 tx_dropped: 0,
                 wakeups: 0,
+                tx_kick_nanos: 0,
+                rx_poll_nanos: 0,
                 started: Instant::now(),
                 batch_addrs: Vec::with_capacity(BATCH),
                 config,
@@ -258,6 +264,10 @@ struct Worker {
     stop: Arc<AtomicBool>,
     tx_dropped: u64,
     wakeups: u64,
+    /// Time in TX kicks and in busy polls (two clock reads per syscall of a microsecond or
+    /// more: what the kernel's copy-mode work costs the worker).
+    tx_kick_nanos: u64,
+    rx_poll_nanos: u64,
     started: Instant,
     /// Frame addresses of the batch being processed (kept to reuse its allocation).
     batch_addrs: Vec<u64>,
@@ -282,7 +292,9 @@ impl Worker {
             for index in 0..self.sockets.len() {
                 if self.config.busy_poll.is_some() {
                     // Failures here only mean the kernel did no receive work this time.
+                    let start = Instant::now();
                     let _ = self.sockets[index].sock.busy_poll();
+                    self.rx_poll_nanos += start.elapsed().as_nanos() as u64;
                 }
                 let received = self.sockets[index].sock.rx_burst(&mut descs);
                 if received > 0 {
@@ -457,7 +469,10 @@ impl Worker {
                     break;
                 }
                 self.wakeups += 1;
-                if socket.sock.kick_tx().is_err() {
+                let start = Instant::now();
+                let kicked = socket.sock.kick_tx();
+                self.tx_kick_nanos += start.elapsed().as_nanos() as u64;
+                if kicked.is_err() {
                     break;
                 }
             }
@@ -500,6 +515,8 @@ impl Worker {
             counters: self.pipeline.counters(),
             tx_dropped: self.tx_dropped,
             wakeups: self.wakeups,
+            tx_kick_nanos: self.tx_kick_nanos,
+            rx_poll_nanos: self.rx_poll_nanos,
             held: self.pipeline.held_packets(),
             pool_free: self.pool.len(),
             kernel_rx_dropped,

@@ -95,6 +95,12 @@ pub struct WorkerTime {
     pub pipeline_share: f64,
     /// Wakeup syscalls (TX kicks, RX wakeups) per frame.
     pub wakeups_per_packet: f64,
+    /// ns per frame inside TX kicks (copy mode: the kernel's transmission, skb and copy).
+    #[serde(default)]
+    pub tx_kick_ns: f64,
+    /// ns per frame inside busy polls (the kernel's receive work: XDP and the copy in).
+    #[serde(default)]
+    pub rx_poll_ns: f64,
     /// Frames a full TX ring refused.
     pub tx_ring_full: u64,
     /// Frames the kernel dropped before our RX ring (ring full, fill ring empty).
@@ -106,6 +112,8 @@ pub struct WorkerTime {
 pub struct WorkerCounters {
     stages: Vec<(String, u64, u64, u64)>,
     wakeups: u64,
+    tx_kick_nanos: u64,
+    rx_poll_nanos: u64,
     tx_dropped: u64,
     rx_dropped: u64,
 }
@@ -146,6 +154,8 @@ pub fn worker_counters(lab: &Lab, setup: &Setup) -> Result<WorkerCounters> {
     Ok(WorkerCounters {
         stages,
         wakeups: u(&stats["wakeups"]),
+        tx_kick_nanos: u(&stats["tx_kick_nanos"]),
+        rx_poll_nanos: u(&stats["rx_poll_nanos"]),
         tx_dropped: u(&stats["tx_dropped"]),
         rx_dropped,
     })
@@ -190,6 +200,8 @@ impl WorkerTime {
             pipeline_ns: per(nanos),
             pipeline_share: nanos as f64 / 1e9 / seconds.max(1e-9),
             wakeups_per_packet: per(after.wakeups - before.wakeups),
+            tx_kick_ns: per(after.tx_kick_nanos - before.tx_kick_nanos),
+            rx_poll_ns: per(after.rx_poll_nanos - before.rx_poll_nanos),
             tx_ring_full: after.tx_dropped - before.tx_dropped,
             rx_dropped: after.rx_dropped - before.rx_dropped,
         }

@@ -469,10 +469,12 @@ fn describe(t: &Trial) -> String {
     if let Some(w) = &t.vrouter {
         let _ = write!(
             line,
-            "; worker: batch {:.1}, pipeline {:.0} ns/pkt ({:.0}% of the time), {:.3} wakeups/pkt, TX ring full {}, RX dropped {}",
+            "; worker: batch {:.1}, pipeline {:.0} ns/pkt ({:.0}% of the time), in TX kicks {:.0} ns/pkt, in RX polls {:.0} ns/pkt, {:.3} wakeups/pkt, TX ring full {}, RX dropped {}",
             w.batch,
             w.pipeline_ns,
             100.0 * w.pipeline_share,
+            w.tx_kick_ns,
+            w.rx_poll_ns,
             w.wakeups_per_packet,
             w.tx_ring_full,
             w.rx_dropped
@@ -554,8 +556,8 @@ pub fn render_markdown(results: &Results) -> String {
     if !timed.is_empty() {
         out.push_str(
             "\nWhere our worker's time went in those trials (its own counters: `vrouterctl stats`, `drops`):\n\n\
-             | scenario | frame | flows | frames/batch | pipeline ns/pkt | pipeline share of the time | stages (ns/pkt) | wakeup syscalls/pkt | TX ring full | RX dropped by the kernel |\n\
-             |---|---|---|---|---|---|---|---|---|---|\n",
+             | scenario | frame | flows | frames/batch | pipeline ns/pkt | pipeline share of the time | stages (ns/pkt) | in TX kicks ns/pkt | in RX busy polls ns/pkt | wakeup syscalls/pkt | TX ring full | RX dropped by the kernel |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for (p, w) in timed {
             let stages: Vec<String> = w
@@ -565,7 +567,7 @@ pub fn render_markdown(results: &Results) -> String {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {} | {} B | {} | {:.1} | {:.0} | {:.0}% | {} | {:.3} | {} | {} |",
+                "| {} | {} B | {} | {:.1} | {:.0} | {:.0}% | {} | {:.0} | {:.0} | {:.3} | {} | {} |",
                 p.scenario.name(),
                 p.size,
                 p.flows,
@@ -573,6 +575,8 @@ pub fn render_markdown(results: &Results) -> String {
                 w.pipeline_ns,
                 100.0 * w.pipeline_share,
                 stages.join(", "),
+                w.tx_kick_ns,
+                w.rx_poll_ns,
                 w.wakeups_per_packet,
                 w.tx_ring_full,
                 w.rx_dropped
