@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(clang llvm libbpf-dev linux-libc-dev iproute2 iputils-ping traceroute iperf3
-          ethtool tcpdump nftables netsniff-ng valgrind python3)
+          ethtool tcpdump nftables conntrack netsniff-ng valgrind python3)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
