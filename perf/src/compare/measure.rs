@@ -118,6 +118,22 @@ pub struct WorkerCounters {
     rx_dropped: u64,
 }
 
+/// `vrouterctl status`, `port list` and `drops` of our dataplane, for an error message.
+pub fn status(lab: &Lab, setup: &Setup) -> Result<String> {
+    let ctl = setup.bin_dir.join("vrouterctl");
+    let socket = lab.dir().join("control.sock");
+    let mut out = String::new();
+    for args in [&["status"][..], &["port", "list"], &["drops"]] {
+        let mut all = vec!["--socket", socket.to_str().unwrap_or_default()];
+        all.extend_from_slice(args);
+        match run(ctl.to_str().unwrap_or("vrouterctl"), &all) {
+            Ok(text) => out.push_str(&text),
+            Err(e) => out.push_str(&format!("{e}\n")),
+        }
+    }
+    Ok(out)
+}
+
 /// Reads our worker's counters through `vrouterctl`.
 pub fn worker_counters(lab: &Lab, setup: &Setup) -> Result<WorkerCounters> {
     let ctl = setup.bin_dir.join("vrouterctl");

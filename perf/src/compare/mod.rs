@@ -16,7 +16,8 @@
 //!
 //! Placement: the generator and the sink share `--gen-cpu` (the sink sleeps in poll(2)
 //! between bursts); our worker, or the kernel's receive processing (RPS on the DUT's ingress
-//! link), runs on `--dut-cpu`. "CPU s/Mpkt" is the DUT CPU's busy time (user, system, irq,
+//! link), runs on `--dut-cpu`. Our receive work (XDP redirect, copy into the UMEM) runs in
+//! the sender's context on veth unless `--busy-poll` makes the worker drive it. "CPU s/Mpkt" is the DUT CPU's busy time (user, system, irq,
 //! softirq) per million delivered frames: ours busy-polls while traffic flows, so it is
 //! roughly 1 s divided by our Mpps; the kernel's is the softirq work it did.
 //!
@@ -456,7 +457,21 @@ fn with_dut(
         Dataplane::Kernel => topology.kernel_on(lab, setup.dut_cpu)?,
         Dataplane::Vrouter => measure::vrouter_on(lab, setup, topology)?,
     }
-    let outcome = measure::warm_up(lab, setup, topology, warm).and_then(|()| body(lab));
+    let mut outcome = measure::warm_up(lab, setup, topology, warm).and_then(|()| body(lab));
+    if let (Err(e), Dataplane::Vrouter) = (&outcome, dataplane) {
+        // What our processes said is the first thing to read when they did not forward.
+        let tail = |label: &str| {
+            let log = lab.log(label);
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(8)..].join("\n")
+        };
+        let status = measure::status(lab, setup).unwrap_or_else(|e| e.to_string());
+        outcome = Err(format!(
+            "{e}\n--- vrouter log:\n{}\n--- vrouter-control log:\n{}\n--- status:\n{status}",
+            tail("vrouter"),
+            tail("vrouter-control")
+        ));
+    }
     match dataplane {
         Dataplane::Kernel => topology.kernel_off(lab)?,
         Dataplane::Vrouter => measure::vrouter_off(lab, topology)?,
