@@ -118,11 +118,27 @@ pub struct WorkerCounters {
     rx_dropped: u64,
 }
 
-/// `vrouterctl status`, `port list` and `drops` of our dataplane, for an error message.
-pub fn status(lab: &Lab, setup: &Setup) -> Result<String> {
+/// `vrouterctl status`, `port list` and `drops` of our dataplane, and the DUT links' kernel
+/// counters, for an error message.
+pub fn status(lab: &Lab, setup: &Setup, topology: &Topology) -> Result<String> {
     let ctl = setup.bin_dir.join("vrouterctl");
     let socket = lab.dir().join("control.sock");
     let mut out = String::new();
+    for dev in ["d0", "d1"] {
+        out.push_str(
+            &lab.ip(&topology.dut_ns, &["-s", "link", "show", dev])
+                .unwrap_or_default(),
+        );
+        out.push_str(
+            &lab.exec(&topology.dut_ns, &["ethtool", "-S", dev])
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim_end().ends_with(": 0"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        out.push('\n');
+    }
     for args in [&["status"][..], &["port", "list"], &["drops"]] {
         let mut all = vec!["--socket", socket.to_str().unwrap_or_default()];
         all.extend_from_slice(args);

@@ -465,7 +465,7 @@ fn with_dut(
             let lines: Vec<&str> = log.lines().collect();
             lines[lines.len().saturating_sub(8)..].join("\n")
         };
-        let status = measure::status(lab, setup).unwrap_or_else(|e| e.to_string());
+        let status = measure::status(lab, setup, topology).unwrap_or_else(|e| e.to_string());
         outcome = Err(format!(
             "{e}\n--- vrouter log:\n{}\n--- vrouter-control log:\n{}\n--- status:\n{status}",
             tail("vrouter"),
