@@ -594,7 +594,13 @@ impl FlowCache {
             packed.out_port |= NAT_FLAG;
             self.nats[slot] = Some(nat);
         }
-        let replaced = self.tags.remove(&(slot as u32)).map(|old| TaggedFlow {
+        // Most caches hold no tags (no ACLs on the node): no hashing for them.
+        let old_tag = if self.tags.is_empty() {
+            None
+        } else {
+            self.tags.remove(&(slot as u32))
+        };
+        let replaced = old_tag.map(|old| TaggedFlow {
             tag: old.tag,
             packets: self.stats[slot].packets - old.accounted,
             last_used: self.entries[slot].last_used,

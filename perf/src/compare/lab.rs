@@ -197,21 +197,7 @@ fn terminate(mut child: Child) {
 
 /// Runs a command to completion; its stdout, or an error with its stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            first_lines(&String::from_utf8_lossy(&output.stderr), 6)
-        ))
-    }
+    run_with_input(program, args, "")
 }
 
 /// Runs a command (feeding `stdin`) to completion; its stdout, or an error with its stderr.
@@ -225,9 +211,11 @@ pub fn run_with_input(program: &str, args: &[&str], stdin: &str) -> Result<Strin
         .spawn()
         .map_err(|e| format!("{program}: {e}"))?;
     if let Some(mut input) = child.stdin.take() {
-        input
-            .write_all(stdin.as_bytes())
-            .map_err(|e| format!("{program}: {e}"))?;
+        if !stdin.is_empty() {
+            input
+                .write_all(stdin.as_bytes())
+                .map_err(|e| format!("{program}: {e}"))?;
+        }
     }
     let output = child
         .wait_with_output()

@@ -118,11 +118,18 @@ pub struct WorkerCounters {
     rx_dropped: u64,
 }
 
+/// `vrouterctl ARGS...` against our dataplane's control socket in the lab.
+fn vrouterctl(lab: &Lab, setup: &Setup, args: &[&str]) -> Result<String> {
+    let ctl = setup.bin_dir.join("vrouterctl");
+    let socket = lab.dir().join("control.sock");
+    let mut all = vec!["--socket", socket.to_str().unwrap_or_default()];
+    all.extend_from_slice(args);
+    run(ctl.to_str().unwrap_or("vrouterctl"), &all)
+}
+
 /// `vrouterctl status`, `port list` and `drops` of our dataplane, and the DUT links' kernel
 /// counters, for an error message.
 pub fn status(lab: &Lab, setup: &Setup, topology: &Topology) -> Result<String> {
-    let ctl = setup.bin_dir.join("vrouterctl");
-    let socket = lab.dir().join("control.sock");
     let mut out = String::new();
     for dev in ["d0", "d1"] {
         out.push_str(
@@ -140,9 +147,7 @@ pub fn status(lab: &Lab, setup: &Setup, topology: &Topology) -> Result<String> {
         out.push('\n');
     }
     for args in [&["status"][..], &["port", "list"], &["drops"]] {
-        let mut all = vec!["--socket", socket.to_str().unwrap_or_default()];
-        all.extend_from_slice(args);
-        match run(ctl.to_str().unwrap_or("vrouterctl"), &all) {
+        match vrouterctl(lab, setup, args) {
             Ok(text) => out.push_str(&text),
             Err(e) => out.push_str(&format!("{e}\n")),
         }
@@ -152,12 +157,8 @@ pub fn status(lab: &Lab, setup: &Setup, topology: &Topology) -> Result<String> {
 
 /// Reads our worker's counters through `vrouterctl`.
 pub fn worker_counters(lab: &Lab, setup: &Setup) -> Result<WorkerCounters> {
-    let ctl = setup.bin_dir.join("vrouterctl");
-    let socket = lab.dir().join("control.sock");
     let query = |args: &[&str]| -> Result<Value> {
-        let mut all = vec!["--socket", socket.to_str().unwrap_or_default()];
-        all.extend_from_slice(args);
-        let out = run(ctl.to_str().unwrap_or("vrouterctl"), &all)?;
+        let out = vrouterctl(lab, setup, args)?;
         serde_json::from_str(&out).map_err(|e| format!("vrouterctl {}: {e}", args.join(" ")))
     };
     let stats = query(&["-j", "stats"])?;
@@ -452,14 +453,7 @@ pub fn trafgen(
     if topology.scenario == Scenario::VxlanDecap {
         return Ok(None);
     }
-    let args = topology.gen_args();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let (src, dst) = topology.endpoints();
     let src_mac = lab.mac(&topology.gen_ns, "g0")?;
     let payload = load.size.saturating_sub(4 + 14 + 20 + 8);
     let flows = load.flows.clamp(1, 50_000);
@@ -469,10 +463,8 @@ pub fn trafgen(
         format!("dinc(10000, {}, 1)", 10_000 + flows - 1)
     };
     let config = format!(
-        "{{ eth(da={}, sa={src_mac}), ipv4(saddr={}, daddr={}, ttl=64), udp(sp={sport}, dp=9), fill(0x00, {payload}) }}\n",
-        arg("--dst-mac"),
-        arg("--src"),
-        arg("--dst"),
+        "{{ eth(da={}, sa={src_mac}), ipv4(saddr={src}, daddr={dst}, ttl=64), udp(sp={sport}, dp=9), fill(0x00, {payload}) }}\n",
+        topology.d0_mac(),
     );
     let conf = lab.dir().join("trafgen.cfg");
     std::fs::write(&conf, config).map_err(|e| format!("{}: {e}", conf.display()))?;

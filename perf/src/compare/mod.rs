@@ -176,7 +176,7 @@ pub struct Results {
     pub host: String,
     /// The command line.
     pub command: String,
-    /// Settings that shape the figures.
+    /// Rounds of max-rate trials.
     pub rounds: usize,
     /// Seconds per max-rate trial.
     pub duration_s: f64,

@@ -138,6 +138,22 @@ impl Topology {
         })
     }
 
+    /// Source and destination of the generated (inner) packets.
+    pub fn endpoints(&self) -> (&'static str, &'static str) {
+        match self.scenario {
+            Scenario::Fwd | Scenario::Acl10k => ("10.0.1.2", "10.0.2.2"),
+            Scenario::Nat => ("10.0.1.2", "203.0.113.2"),
+            Scenario::VxlanEncap => ("10.244.1.2", "10.244.2.2"),
+            Scenario::Full => ("10.244.1.2", "10.96.0.10"),
+            Scenario::VxlanDecap => ("10.244.2.2", "10.244.1.2"),
+        }
+    }
+
+    /// The MAC of the DUT's ingress link (the generator's destination MAC).
+    pub fn d0_mac(&self) -> &str {
+        &self.d0_mac
+    }
+
     /// The generator's flags (besides size, flows, rate and bounds) for this scenario.
     pub fn gen_args(&self) -> Vec<String> {
         let mut args: Vec<String> = vec![
@@ -152,13 +168,7 @@ impl Topology {
             "--sport".into(),
             "10000".into(),
         ];
-        let (src, dst) = match self.scenario {
-            Scenario::Fwd | Scenario::Acl10k => ("10.0.1.2", "10.0.2.2"),
-            Scenario::Nat => ("10.0.1.2", "203.0.113.2"),
-            Scenario::VxlanEncap => ("10.244.1.2", "10.244.2.2"),
-            Scenario::Full => ("10.244.1.2", "10.96.0.10"),
-            Scenario::VxlanDecap => ("10.244.2.2", "10.244.1.2"),
-        };
+        let (src, dst) = self.endpoints();
         args.extend(["--src".into(), src.into(), "--dst".into(), dst.into()]);
         if self.scenario == Scenario::VxlanDecap {
             args.extend(

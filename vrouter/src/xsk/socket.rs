@@ -428,18 +428,7 @@ impl XskSocket {
         if !self.tx.needs_wakeup() {
             return Ok(false);
         }
-        match sys::kick(self.fd.as_fd()) {
-            Ok(()) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
-                ) =>
-            {
-                Ok(true)
-            }
-            Err(e) => Err(e),
-        }
+        transient_ok(sys::kick(self.fd.as_fd())).map(|()| true)
     }
 
     /// Whether the kernel asks for a wakeup to keep filling the RX ring
@@ -454,18 +443,7 @@ impl XskSocket {
         if !self.fill.needs_wakeup() {
             return Ok(false);
         }
-        match sys::wake(self.fd.as_fd()) {
-            Ok(()) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
-                ) =>
-            {
-                Ok(true)
-            }
-            Err(e) => Err(e),
-        }
+        transient_ok(sys::wake(self.fd.as_fd())).map(|()| true)
     }
 
     /// Turns on busy polling for this socket (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`
@@ -490,18 +468,7 @@ impl XskSocket {
     /// One busy poll of the socket's queue (`recvfrom(MSG_DONTWAIT)`; see
     /// [`XskSocket::enable_busy_poll`]). Errors that only say "nothing to do" are not errors.
     pub fn busy_poll(&self) -> io::Result<()> {
-        match sys::wake(self.fd.as_fd()) {
-            Ok(()) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        transient_ok(sys::wake(self.fd.as_fd()))
     }
 
     /// Takes up to `out.len()` addresses of transmitted frames (as they were in the TX
@@ -624,6 +591,22 @@ impl XskSocket {
         // in-flight use of the socket before the close returns).
         drop(self);
         report
+    }
+}
+
+/// A wakeup syscall's result with the answers that only mean "busy, try again" (`EAGAIN`,
+/// `EBUSY`, `ENOBUFS`) taken as success: the next loop iteration kicks again.
+fn transient_ok(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
 
