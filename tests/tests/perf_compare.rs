@@ -5,8 +5,12 @@
 //! not how large they are (BENCHMARKS.md has those).
 
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use vrouter_tests::{binary_path, require_root};
+
+/// One comparison at a time: each pins its generator and DUT to the machine's two CPUs.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Namespaces a compare run creates: `vpc<pid>-<scenario>-{gen,dut,sink}`.
 fn compare_namespaces(pid: u32) -> Vec<String> {
@@ -24,6 +28,7 @@ fn compare_measures_the_kernel_and_us_and_report_renders_the_tables() {
     if !require_root("compare_measures_the_kernel_and_us_and_report_renders_the_tables") {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bin = binary_path("vrouter-perf").expect("vrouter-perf built");
     let dir = std::env::temp_dir().join(format!("vrouter-compare-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -145,6 +150,7 @@ fn a_busy_polling_vrouter_forwards_and_receives_in_its_own_thread() {
     if !require_root("a_busy_polling_vrouter_forwards_and_receives_in_its_own_thread") {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bin = binary_path("vrouter-perf").expect("vrouter-perf built");
     let output = Command::new(&bin)
         .args([
@@ -162,8 +168,9 @@ fn a_busy_polling_vrouter_forwards_and_receives_in_its_own_thread() {
         delivered as f64 >= 0.5 * t["sent"].as_u64().unwrap() as f64,
         "{t}"
     );
-    // The worker drove its queue: its RX bursts are full-size batches under load, not the
-    // few frames the sender's softirq hands over between two of our polls.
-    let batch = t["vrouter"]["batch"].as_f64().unwrap();
-    assert!(batch > 16.0, "frames per batch {batch}: {t}");
+    // The worker drove its queue: it spent time inside busy polls doing the kernel's
+    // receive work (without busy polling it makes no such call: exactly 0). How much of that
+    // work the polls get, against the deferral timer's softirq, depends on timing.
+    let in_polls = t["vrouter"]["rx_poll_ns"].as_f64().unwrap();
+    assert!(in_polls > 0.0, "no time in busy polls: {t}");
 }
