@@ -734,6 +734,27 @@ pub fn vrouter_off(lab: &mut Lab, topology: &Topology) -> Result<()> {
     topology.set_rps(lab, None)
 }
 
+/// RFC 2544's learning frames (section 23): one frame per flow of `load`, at a moderate rate,
+/// before a point's trials, so that both dataplanes meet the trial with their per-flow state
+/// in place (our flow cache, the kernel's connection tracking) and the trial measures the
+/// steady state. What a first packet costs us is measured by `vrouter-perf pipeline`
+/// (`slow-path`), not here.
+pub fn learn(lab: &Lab, setup: &Setup, topology: &Topology, load: Load) -> Result<()> {
+    let frames = u64::from(load.flows.max(1));
+    trial(
+        lab,
+        setup,
+        topology,
+        load,
+        LEARNING_PPS,
+        Bound::Count(frames),
+    )
+    .map(drop)
+}
+
+/// Rate of the learning frames: far below every dataplane's zero-loss rate here.
+const LEARNING_PPS: u64 = 50_000;
+
 /// Sends a little traffic until some of it arrives (configuration loaded, caches warm):
 /// 2000 frames at 20k pps per attempt, for at most 30 s.
 pub fn warm_up(lab: &Lab, setup: &Setup, topology: &Topology, load: Load) -> Result<()> {

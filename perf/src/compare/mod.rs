@@ -326,6 +326,7 @@ fn run_scenario(
             with_dut(&mut lab, setup, &topology, dataplane, loads[0], |lab| {
                 for (load, point) in loads.iter().zip(points.iter_mut()) {
                     check(stop)?;
+                    measure::learn(lab, setup, &topology, *load)?;
                     let before = match dataplane {
                         Dataplane::Vrouter => Some(measure::worker_counters(lab, setup)?),
                         Dataplane::Kernel => None,
@@ -375,6 +376,7 @@ fn run_scenario(
                         load.flows,
                         dataplane
                     ));
+                    measure::learn(lab, setup, &topology, *load)?;
                     let (rate, _) = measure::zero_loss(
                         lab,
                         setup,
@@ -422,6 +424,7 @@ fn run_scenario(
             with_dut(&mut lab, setup, &topology, dataplane, loads[0], |lab| {
                 for (load, point) in loads.iter().zip(points.iter_mut()) {
                     check(stop)?;
+                    measure::learn(lab, setup, &topology, *load)?;
                     let got = measure::trafgen(lab, setup, &topology, *load, args.duration)?;
                     if let Some((offered, delivered)) = got {
                         progress(&format!(
