@@ -1949,10 +1949,12 @@ pub fn render_flows(flows: &[FlowEntry]) -> String {
 pub fn render_stats(stats: &StatsReport) -> String {
     let counters = &stats.counters;
     let mut text = format!(
-        "workers {}  generation {}  tx-dropped {}  wakeups {}  in-tx-kicks {:.3} s  in-rx-polls {:.3} s\n\n",
+        "workers {}  generation {}  tx-dropped {}  rx-ring-full {}  fill-ring-empty {}  wakeups {}  in-tx-kicks {:.3} s  in-rx-polls {:.3} s\n\n",
         stats.workers,
         stats.generation,
         stats.tx_dropped,
+        stats.rx_ring_full,
+        stats.fill_ring_empty,
         stats.wakeups,
         stats.tx_kick_nanos as f64 / 1e9,
         stats.rx_poll_nanos as f64 / 1e9
@@ -3829,6 +3831,8 @@ VRF  PREFIX       KIND       VIA       DEV
             wakeups: 3,
             tx_kick_nanos: 5000,
             rx_poll_nanos: 0,
+            rx_ring_full: 7,
+            fill_ring_empty: 2,
         }
     }
 
@@ -3836,6 +3840,7 @@ VRF  PREFIX       KIND       VIA       DEV
     fn stats_render() {
         let text = render_stats(&sample_stats());
         assert!(text.starts_with("workers 2  generation 17"), "{text}");
+        assert!(text.contains("rx-ring-full 7  fill-ring-empty 2"), "{text}");
         assert!(text.contains("veth-pod2"), "{text}");
         assert!(text.contains("#3 (removed)"), "{text}");
         assert!(!text.contains("#2"), "{text}");

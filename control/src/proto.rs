@@ -511,6 +511,12 @@ pub struct StatsReport {
     /// Nanoseconds the workers spent in busy polls (`vrouter --busy-poll`).
     #[serde(default)]
     pub rx_poll_nanos: u64,
+    /// Frames the kernel dropped because an RX ring was full (workers behind).
+    #[serde(default)]
+    pub rx_ring_full: u64,
+    /// Times the kernel found a fill ring empty (frames not given back in time).
+    #[serde(default)]
+    pub fill_ring_empty: u64,
 }
 
 /// A flow for display.

@@ -816,6 +816,8 @@ impl Dataplane {
             wakeups: snapshots.iter().map(|s| s.wakeups).sum(),
             tx_kick_nanos: snapshots.iter().map(|s| s.tx_kick_nanos).sum(),
             rx_poll_nanos: snapshots.iter().map(|s| s.rx_poll_nanos).sum(),
+            rx_ring_full: snapshots.iter().map(|s| s.rx_ring_full).sum(),
+            fill_ring_empty: snapshots.iter().map(|s| s.fill_ring_empty).sum(),
             counters,
         }
     }
@@ -836,7 +838,7 @@ impl Dataplane {
             .collect();
         out.push(DropEntry {
             reason: "xsk-kernel-rx-dropped".into(),
-            description: "frames the kernel dropped before the dataplane saw them (RX ring full, fill ring empty)".into(),
+            description: "frames the kernel dropped before the dataplane saw them (RX ring full, no fill-ring frame, frame too long)".into(),
             count: snapshots.iter().map(|s| s.kernel_rx_dropped).sum(),
         });
         out

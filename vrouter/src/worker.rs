@@ -153,8 +153,14 @@ pub struct WorkerSnapshot {
     pub held: usize,
     /// Frames free in the pool.
     pub pool_free: usize,
-    /// Kernel drops reported by the sockets (rx_dropped + rx_ring_full + fill ring empty).
+    /// Frames the kernel dropped for the sockets: `rx_dropped` (no fill-ring frame, frame too
+    /// long) + `rx_ring_full`. Fill-ring-empty events are not added: the kernel counts such a
+    /// drop in `rx_dropped` too.
     pub kernel_rx_dropped: u64,
+    /// Frames the kernel dropped because an RX ring was full (the worker did not keep up).
+    pub rx_ring_full: u64,
+    /// Times the kernel found a fill ring empty (frames were not given back in time).
+    pub fill_ring_empty: u64,
 }
 
 /// The handle the control thread keeps.
@@ -504,11 +510,12 @@ impl Worker {
         let now_ns = self.now_ns();
         self.pipeline.tick(&self.tables, &mut self.out, now_ns);
         self.stage_emitted();
-        let mut kernel_rx_dropped = 0;
+        let (mut kernel_rx_dropped, mut rx_ring_full, mut fill_ring_empty) = (0, 0, 0);
         for socket in &self.sockets {
             if let Ok(stats) = socket.sock.statistics() {
-                kernel_rx_dropped +=
-                    stats.rx_dropped + stats.rx_ring_full + stats.rx_fill_ring_empty_descs;
+                kernel_rx_dropped += stats.rx_dropped + stats.rx_ring_full;
+                rx_ring_full += stats.rx_ring_full;
+                fill_ring_empty += stats.rx_fill_ring_empty_descs;
             }
         }
         let snapshot = WorkerSnapshot {
@@ -520,6 +527,8 @@ impl Worker {
             held: self.pipeline.held_packets(),
             pool_free: self.pool.len(),
             kernel_rx_dropped,
+            rx_ring_full,
+            fill_ring_empty,
         };
         if let Ok(mut slot) = self.snapshot.lock() {
             *slot = snapshot;

@@ -103,8 +103,15 @@ pub struct WorkerTime {
     pub rx_poll_ns: f64,
     /// Frames a full TX ring refused.
     pub tx_ring_full: u64,
-    /// Frames the kernel dropped before our RX ring (ring full, fill ring empty).
+    /// Frames the kernel dropped before our RX ring: RX ring full, no fill-ring frame.
     pub rx_dropped: u64,
+    /// Of those, frames dropped because the RX ring was full (the worker fell behind).
+    /// `None` in results saved before it was counted.
+    #[serde(default)]
+    pub rx_ring_full: Option<u64>,
+    /// Times the kernel found the fill ring empty (frames not handed back in time).
+    #[serde(default)]
+    pub fill_ring_empty: Option<u64>,
 }
 
 /// Our worker's cumulative counters at one instant (see [`WorkerTime`]).
@@ -116,6 +123,8 @@ pub struct WorkerCounters {
     rx_poll_nanos: u64,
     tx_dropped: u64,
     rx_dropped: u64,
+    rx_ring_full: u64,
+    fill_ring_empty: u64,
 }
 
 /// `vrouterctl ARGS...` against our dataplane's control socket in the lab.
@@ -266,6 +275,8 @@ pub fn worker_counters(lab: &Lab, setup: &Setup) -> Result<WorkerCounters> {
         rx_poll_nanos: u(&stats["rx_poll_nanos"]),
         tx_dropped: u(&stats["tx_dropped"]),
         rx_dropped,
+        rx_ring_full: u(&stats["rx_ring_full"]),
+        fill_ring_empty: u(&stats["fill_ring_empty"]),
     })
 }
 
@@ -312,6 +323,8 @@ impl WorkerTime {
             rx_poll_ns: per(after.rx_poll_nanos - before.rx_poll_nanos),
             tx_ring_full: after.tx_dropped - before.tx_dropped,
             rx_dropped: after.rx_dropped - before.rx_dropped,
+            rx_ring_full: Some(after.rx_ring_full - before.rx_ring_full),
+            fill_ring_empty: Some(after.fill_ring_empty - before.fill_ring_empty),
         }
     }
 }

@@ -495,7 +495,7 @@ fn describe(t: &Trial) -> String {
     if let Some(w) = &t.vrouter {
         let _ = write!(
             line,
-            "; worker: batch {:.1}, pipeline {:.0} ns/pkt ({:.0}% of the time), in TX kicks {:.0} ns/pkt, in RX polls {:.0} ns/pkt, {:.3} wakeups/pkt, TX ring full {}, RX dropped {}",
+            "; worker: batch {:.1}, pipeline {:.0} ns/pkt ({:.0}% of the time), in TX kicks {:.0} ns/pkt, in RX polls {:.0} ns/pkt, {:.3} wakeups/pkt, TX ring full {}, RX dropped {} (RX ring full {}, fill ring empty {})",
             w.batch,
             w.pipeline_ns,
             100.0 * w.pipeline_share,
@@ -503,10 +503,17 @@ fn describe(t: &Trial) -> String {
             w.rx_poll_ns,
             w.wakeups_per_packet,
             w.tx_ring_full,
-            w.rx_dropped
+            w.rx_dropped,
+            optional(w.rx_ring_full),
+            optional(w.fill_ring_empty)
         );
     }
     line
+}
+
+/// A counter that older result files lack: `-`.
+fn optional(count: Option<u64>) -> String {
+    count.map_or("-".into(), |c| c.to_string())
 }
 
 fn micros(ns: u64) -> String {
@@ -582,8 +589,8 @@ pub fn render_markdown(results: &Results) -> String {
     if !timed.is_empty() {
         out.push_str(
             "\nWhere our worker's time went in those trials (its own counters: `vrouterctl stats`, `drops`):\n\n\
-             | scenario | frame | flows | frames/batch | pipeline ns/pkt | pipeline share of the time | stages (ns/pkt) | in TX kicks ns/pkt | in RX busy polls ns/pkt | wakeup syscalls/pkt | TX ring full | RX dropped by the kernel |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+             | scenario | frame | flows | frames/batch | pipeline ns/pkt | pipeline share of the time | stages (ns/pkt) | in TX kicks ns/pkt | in RX busy polls ns/pkt | wakeup syscalls/pkt | TX ring full | RX dropped by the kernel | of which RX ring full | fill ring found empty |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for (p, w) in timed {
             let stages: Vec<String> = w
@@ -593,7 +600,7 @@ pub fn render_markdown(results: &Results) -> String {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {} | {} B | {} | {:.1} | {:.0} | {:.0}% | {} | {:.0} | {:.0} | {:.3} | {} | {} |",
+                "| {} | {} B | {} | {:.1} | {:.0} | {:.0}% | {} | {:.0} | {:.0} | {:.3} | {} | {} | {} | {} |",
                 p.scenario.name(),
                 p.size,
                 p.flows,
@@ -605,7 +612,9 @@ pub fn render_markdown(results: &Results) -> String {
                 w.rx_poll_ns,
                 w.wakeups_per_packet,
                 w.tx_ring_full,
-                w.rx_dropped
+                w.rx_dropped,
+                optional(w.rx_ring_full),
+                optional(w.fill_ring_empty)
             );
         }
     }
