@@ -136,25 +136,10 @@ fn vrouterctl(lab: &Lab, setup: &Setup, args: &[&str]) -> Result<String> {
     run(ctl.to_str().unwrap_or("vrouterctl"), &all)
 }
 
-/// `vrouterctl status`, `port list` and `drops` of our dataplane, and the DUT links' kernel
-/// counters, for an error message.
+/// `vrouterctl status`, `port list` and `drops` of our dataplane, the DUT links' kernel
+/// counters (now and at our start) and the DUT's threads, for an error message.
 pub fn status(lab: &Lab, setup: &Setup, topology: &Topology) -> Result<String> {
-    let mut out = String::new();
-    for dev in ["d0", "d1"] {
-        out.push_str(
-            &lab.ip(&topology.dut_ns, &["-s", "link", "show", dev])
-                .unwrap_or_default(),
-        );
-        out.push_str(
-            &lab.exec(&topology.dut_ns, &["ethtool", "-S", dev])
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| !l.trim_end().ends_with(": 0"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
-        out.push('\n');
-    }
+    let mut out = dut_links(lab, topology);
     for args in [&["status"][..], &["port", "list"], &["drops"]] {
         match vrouterctl(lab, setup, args) {
             Ok(text) => out.push_str(&text),
@@ -167,17 +152,8 @@ pub fn status(lab: &Lab, setup: &Setup, topology: &Topology) -> Result<String> {
     for (ns, dev) in [(&topology.gen_ns, "g0"), (&topology.sink_ns, "s0")] {
         out.push_str(&lab.ip(ns, &["-s", "link", "show", dev]).unwrap_or_default());
     }
-    // Which XDP program each port runs and whether our threads are running: what tells a
-    // stuck worker from frames going elsewhere.
-    out.push_str("--- XDP programs in the DUT:\n");
-    for dev in ["d0", "d1"] {
-        let detail = lab
-            .ip(&topology.dut_ns, &["-d", "link", "show", dev])
-            .unwrap_or_default();
-        for line in detail.lines().filter(|l| l.contains("xdp")) {
-            out.push_str(&format!("{dev}: {}\n", line.trim()));
-        }
-    }
+    // Whether our threads run at all: what tells a stuck worker from frames going elsewhere
+    // (the links' lines above name the XDP program each port runs).
     out.push_str(&format!(
         "--- threads in the DUT namespace:\n{}",
         threads(topology)
@@ -219,8 +195,9 @@ fn threads(topology: &Topology) -> String {
     out
 }
 
-/// Saves the DUT links' counters for [`status`].
-fn save_links(lab: &Lab, topology: &Topology) {
+/// The DUT links as the kernel sees them: `ip -s link` (counters, and the XDP program
+/// attached) and the non-zero `ethtool -S` counters (veth's XDP packets, redirects, drops).
+fn dut_links(lab: &Lab, topology: &Topology) -> String {
     let mut out = String::new();
     for dev in ["d0", "d1"] {
         out.push_str(
@@ -236,7 +213,12 @@ fn save_links(lab: &Lab, topology: &Topology) {
                 .collect::<String>(),
         );
     }
-    let _ = std::fs::write(lab.dir().join(LINKS_AT_START), out);
+    out
+}
+
+/// Saves the DUT links' counters for [`status`].
+fn save_links(lab: &Lab, topology: &Topology) {
+    let _ = std::fs::write(lab.dir().join(LINKS_AT_START), dut_links(lab, topology));
 }
 
 /// Reads our worker's counters through `vrouterctl`.
